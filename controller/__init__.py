@@ -1,0 +1,1 @@
+"""The decision agent (a LangGraph sidecar). Never imports torch or dgl."""

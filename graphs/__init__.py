@@ -1,0 +1,1 @@
+"""Graphs to train on: generated graphs, partitions, sampling, synthetic access traces."""

@@ -1,0 +1,1 @@
+"""Prompt templates for the decision agent (loaded by name; edit freely)."""

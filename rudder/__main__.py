@@ -1,0 +1,3 @@
+from rudder.cli.main import main
+
+raise SystemExit(main())

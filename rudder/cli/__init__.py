@@ -1,0 +1,1 @@
+"""The ``rudder`` command. Subcommands import their dependencies lazily."""

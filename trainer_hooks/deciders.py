@@ -1,0 +1,174 @@
+"""Deciders: metrics of a minibatch in, *replace* or *skip* for a later minibatch out.
+
+A decider sees only the metrics it is asked about (in async mode some are dropped) and keeps
+whatever history it needs. ``first()`` is its word for minibatch 0, before any metrics exist.
+Deciders are built by spec: ``always``, ``never``, ``every:P``, ``heuristic``. The LLM agent
+and the classifiers of later components implement the same interface.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rudder.trainer_hooks.metrics import Metrics
+
+
+class Decision(enum.Enum):
+    """The only two answers a decider gives."""
+
+    SKIP = "skip"
+    REPLACE = "replace"
+
+    def __bool__(self) -> bool:
+        return self is Decision.REPLACE
+
+
+class Decider(ABC):
+    """Answers replace/skip from a trainer's metrics."""
+
+    name: ClassVar[str]
+
+    def first(self) -> Decision:
+        """The decision for minibatch 0 (no metrics yet)."""
+        return Decision.SKIP
+
+    @abstractmethod
+    def decide(self, metrics: Metrics) -> Decision:
+        """The decision for a later minibatch, from the metrics of ``metrics.minibatch``."""
+
+    @property
+    def spec(self) -> str:
+        """The spec string that rebuilds this decider."""
+        return self.name
+
+
+class Always(Decider):
+    """Replace every minibatch (the paper's DistDGL+fixed)."""
+
+    name: ClassVar[str] = "always"
+
+    def first(self) -> Decision:
+        return Decision.REPLACE
+
+    def decide(self, metrics: Metrics) -> Decision:
+        return Decision.REPLACE
+
+
+class Never(Decider):
+    """Never replace (a static buffer)."""
+
+    name: ClassVar[str] = "never"
+
+    def decide(self, metrics: Metrics) -> Decision:
+        return Decision.SKIP
+
+
+class Every(Decider):
+    """Replace on minibatches P, 2P, 3P, ... (MassiveGNN's periodic replacement)."""
+
+    name: ClassVar[str] = "every"
+
+    def __init__(self, period: int):
+        if period < 1:
+            raise ValueError(f"every:P needs P >= 1, got {period}")
+        self.period = period
+
+    @property
+    def spec(self) -> str:
+        return f"every:{self.period}"
+
+    def decide(self, metrics: Metrics) -> Decision:
+        nxt = metrics.minibatch + 1
+        return Decision.REPLACE if nxt % self.period == 0 else Decision.SKIP
+
+
+@dataclass(kw_only=True, slots=True)
+class HeuristicConfig:
+    """Knobs of the rule-based decider; defaults encode the paper's rules of thumb."""
+
+    end_guard_fraction: float = 0.02  # no replacement in the last 2% of the run ...
+    end_guard_min: int = 2  # ... nor in its last 2 minibatches
+    min_stale_pct: float = 0.5  # skip when fewer than 0.5% of slots are replaceable
+    eval_lag: int = 2  # minibatches after a round before judging its effect
+    gain_pct: float = 0.5  # a round "worked" if windowed %-hits rose by this many points
+    drop_pct: float = 3.0  # replace now if windowed %-hits fell this far below its peak
+    max_interval: int = 32  # longest back-off between rounds, in minibatches
+
+    def __post_init__(self) -> None:
+        if self.max_interval < 1 or self.eval_lag < 1:
+            raise ValueError("heuristic: max_interval and eval_lag must be >= 1")
+        if not 0.0 <= self.end_guard_fraction < 1.0:
+            raise ValueError("heuristic: end_guard_fraction must lie in [0, 1)")
+
+
+class Heuristic(Decider):
+    """The paper's rules of thumb as code.
+
+    1. While the buffer has free slots, replace (an empty buffer gains most, section 1).
+    2. Nothing to replace (too few stale slots) or the run nearly over: skip.
+    3. After a round, watch windowed %-hits: if the round did not raise them, double the
+       interval to the next round (up to ``max_interval``); if it did, halve it.
+    4. %-hits sliding well below their recent peak means the working set moved: replace now.
+    """
+
+    name: ClassVar[str] = "heuristic"
+
+    def __init__(self, config: HeuristicConfig | None = None):
+        self.config = config or HeuristicConfig()
+        self.interval = 1
+        self._hits_at_round: float | None = None
+        self._judged = True
+        self._peak = 0.0
+
+    def first(self) -> Decision:
+        return Decision.REPLACE
+
+    def decide(self, m: Metrics) -> Decision:
+        c = self.config
+        if m.since_replacement == 0:  # a round just ran: remember where %-hits stood
+            self._hits_at_round, self._judged = m.hit_pct_window, False
+            self._peak = m.hit_pct_window
+        self._peak = max(self._peak, m.hit_pct_window)
+
+        guard = max(c.end_guard_min, int(c.end_guard_fraction * m.total_minibatches))
+        if m.total_minibatches and m.remaining_minibatches < guard:
+            return Decision.SKIP
+        if m.stale_slots < max(1.0, c.min_stale_pct / 100.0 * m.buffer_capacity):
+            return Decision.SKIP
+        if m.buffer_fill < m.buffer_capacity:
+            return Decision.REPLACE
+
+        if not self._judged and m.since_replacement >= c.eval_lag:
+            gain = m.hit_pct_window - (self._hits_at_round or 0.0)
+            if gain < c.gain_pct:
+                self.interval = min(2 * self.interval, c.max_interval)
+            else:
+                self.interval = max(1, self.interval // 2)
+            self._judged = True
+
+        if m.hit_pct_window < self._peak - c.drop_pct:
+            self._peak = m.hit_pct_window  # act once per slide, then track from here
+            return Decision.REPLACE
+        if m.since_replacement < 0 or m.since_replacement + 1 >= self.interval:
+            return Decision.REPLACE
+        return Decision.SKIP
+
+
+DECIDER_NAMES: tuple[str, ...] = ("always", "never", "every:P", "heuristic")
+
+
+def make_decider(spec: str) -> Decider:
+    """Build a decider from its spec: ``always``, ``never``, ``every:P`` or ``heuristic``."""
+    name, _, arg = spec.strip().partition(":")
+    if name == "every":
+        try:
+            return Every(int(arg))
+        except ValueError:
+            raise ValueError(f"every:P needs a positive integer P, got {spec!r}") from None
+    simple: dict[str, type[Decider]] = {"always": Always, "never": Never, "heuristic": Heuristic}
+    if name in simple and not arg:
+        return simple[name]()
+    raise ValueError(f"unknown decider {spec!r}; choose one of {', '.join(DECIDER_NAMES)}")

@@ -1,0 +1,176 @@
+"""Per-minibatch accounting, and the metrics a trainer reports to its decider.
+
+:class:`Accounting` turns each minibatch's :class:`Plan` into a :class:`Metrics` record: the
+paper's metrics (section 4.3) with the authors' accounting bugs fixed. Misses are counted on
+every minibatch (replacement or not), replacement and prefill rows count as communication,
+and %-hits are floats, windowed and cumulative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from dataclasses import dataclass, field
+
+from rudder.trainer_hooks.policies.base import Plan
+
+DEFAULT_WINDOW = 8  # minibatches in the windowed %-hits and communication
+
+
+def _pct(part: float, whole: float) -> float:
+    return 100.0 * part / whole if whole else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """What a trainer knows after one minibatch; the body of a metrics message."""
+
+    trainer: int
+    minibatch: int  # 0-based index of this minibatch in the run
+    epoch: int
+    total_minibatches: int  # minibatches in the whole run (0 if unknown)
+    remote_inputs: int  # remote input nodes of this minibatch
+    local_inputs: int
+    hits: int
+    misses: int
+    extra_rows: int  # rows pulled only to fill the buffer (replacement or prefill)
+    rows_fetched: int  # misses + extra_rows
+    bytes_fetched: int
+    hit_pct: float  # this minibatch, 0..100
+    hit_pct_window: float  # the last `window` minibatches
+    hit_pct_cumulative: float
+    rows_fetched_window: float  # mean rows fetched per minibatch over the window
+    replaced: int  # entries this minibatch's replacement round put in (0 without a round)
+    last_replaced: int  # entries the latest round put in
+    last_replaced_pct: float  # ... as % of capacity
+    since_replacement: int  # minibatches since the latest round (-1: none yet)
+    replacements: int  # rounds so far
+    buffer_capacity: int
+    buffer_fill: int
+    stale_slots: int  # slots a round could refill now (free ones included)
+    sample_s: float = 0.0
+    fetch_s: float = 0.0
+    compute_s: float = 0.0
+
+    @property
+    def remaining_minibatches(self) -> int:
+        return max(self.total_minibatches - self.minibatch - 1, 0)
+
+    def to_dict(self) -> dict[str, int | float]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Metrics:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error, not ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown metrics fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class Totals:
+    """Run totals of one trainer (what replay reports per policy)."""
+
+    minibatches: int = 0
+    remote_inputs: int = 0
+    hits: int = 0
+    misses: int = 0
+    extra_rows: int = 0
+    prefill_rows: int = 0
+    rows_fetched: int = 0
+    bytes_fetched: int = 0
+    replacements: int = 0  # rounds that admitted at least one entry
+    rows_replaced: int = 0  # entries admitted by rounds
+    evicted: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits over remote inputs, 0..1."""
+        return self.hits / self.remote_inputs if self.remote_inputs else 0.0
+
+
+@dataclass(slots=True)
+class Accounting:
+    """Accumulates plans into per-minibatch :class:`Metrics` and run :class:`Totals`."""
+
+    trainer: int
+    capacity: int
+    row_bytes: int  # bytes of one feature row (feat_dim x itemsize)
+    total_minibatches: int = 0
+    window: int = DEFAULT_WINDOW
+    totals: Totals = field(default_factory=Totals)
+    _recent: deque = field(default_factory=deque)  # (hits, remote, rows) of the window
+    _last_round: int = -1
+    _last_replaced: int = 0
+
+    def record_prefill(self, plan: Plan) -> None:
+        """Count rows pulled before training (they are communication too)."""
+        self.totals.prefill_rows += plan.n_fetched
+        self.totals.rows_fetched += plan.n_fetched
+        self.totals.bytes_fetched += plan.n_fetched * self.row_bytes
+
+    def record(
+        self,
+        plan: Plan,
+        *,
+        epoch: int = 0,
+        local_inputs: int = 0,
+        buffer_fill: int = 0,
+        stale_slots: int = 0,
+        sample_s: float = 0.0,
+        fetch_s: float = 0.0,
+        compute_s: float = 0.0,
+    ) -> Metrics:
+        """Account one stepped minibatch and return its metrics."""
+        tot = self.totals
+        mb = tot.minibatches
+        replaced = plan.n_admitted if plan.replaced else 0
+        if replaced:
+            self._last_round, self._last_replaced = mb, replaced
+            tot.replacements += 1
+            tot.rows_replaced += replaced
+        tot.minibatches += 1
+        tot.remote_inputs += plan.n_requested
+        tot.hits += plan.n_hits
+        tot.misses += plan.n_misses
+        tot.extra_rows += plan.n_extra
+        tot.rows_fetched += plan.n_fetched
+        tot.bytes_fetched += plan.n_fetched * self.row_bytes
+        tot.evicted += plan.evicted
+
+        self._recent.append((plan.n_hits, plan.n_requested, plan.n_fetched))
+        if len(self._recent) > self.window:
+            self._recent.popleft()
+        w_hits = sum(r[0] for r in self._recent)
+        w_remote = sum(r[1] for r in self._recent)
+        w_rows = sum(r[2] for r in self._recent)
+        return Metrics(
+            trainer=self.trainer,
+            minibatch=mb,
+            epoch=epoch,
+            total_minibatches=self.total_minibatches,
+            remote_inputs=plan.n_requested,
+            local_inputs=local_inputs,
+            hits=plan.n_hits,
+            misses=plan.n_misses,
+            extra_rows=plan.n_extra,
+            rows_fetched=plan.n_fetched,
+            bytes_fetched=plan.n_fetched * self.row_bytes,
+            hit_pct=_pct(plan.n_hits, plan.n_requested),
+            hit_pct_window=_pct(w_hits, w_remote),
+            hit_pct_cumulative=_pct(tot.hits, tot.remote_inputs),
+            rows_fetched_window=w_rows / len(self._recent),
+            replaced=replaced,
+            last_replaced=self._last_replaced,
+            last_replaced_pct=_pct(self._last_replaced, self.capacity),
+            since_replacement=mb - self._last_round if self._last_round >= 0 else -1,
+            replacements=tot.replacements,
+            buffer_capacity=self.capacity,
+            buffer_fill=buffer_fill,
+            stale_slots=stale_slots,
+            sample_s=sample_s,
+            fetch_s=fetch_s,
+            compute_s=compute_s,
+        )

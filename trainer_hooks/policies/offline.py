@@ -1,0 +1,138 @@
+"""Offline bounds: what any buffer of the same capacity could at best do on a trace.
+
+``belady`` is Belady's MIN with bypass over minibatches: after each minibatch the buffer keeps
+the ids whose next request comes soonest, admitting a miss only if it is requested again
+before some buffered id (otherwise it bypasses). It fetches the fewest rows any policy of this
+capacity can fetch on the trace; prefetching cannot do better, because any prefetch schedule can
+be made lazy (fetch each row at its next request) without fetching more. It needs the future,
+so it exists only in replay. ``infinite`` (registered as an unbounded LRU) fetches each distinct
+id once.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numba as nb
+import numpy as np
+
+from rudder.trainer_hooks import index as idx
+from rudder.trainer_hooks.buffer import PersistentBuffer
+from rudder.trainer_hooks.policies import heap as hp
+from rudder.trainer_hooks.policies.base import Plan, Policy, demand_plan
+
+NEVER = np.int64(1) << 62  # "not requested again"
+
+
+def next_use(offsets: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """For each position of the concatenated ids, the minibatch of that id's next request.
+
+    ``offsets`` delimits minibatches (``ids[offsets[i]:offsets[i+1]]`` is minibatch ``i``).
+    Positions whose id is never requested again get :data:`NEVER`.
+    """
+    batch = np.repeat(np.arange(offsets.shape[0] - 1, dtype=np.int64), np.diff(offsets))
+    order = np.lexsort((batch, ids))
+    sorted_ids = ids[order]
+    nxt = np.full(ids.shape[0], NEVER, dtype=np.int64)
+    same = sorted_ids[1:] == sorted_ids[:-1]
+    nxt[order[:-1][same]] = batch[order[1:][same]]
+    return nxt
+
+
+@nb.njit(cache=True)
+def _belady_step(
+    table,
+    ids,
+    scores,
+    stamps,
+    size_cell,
+    heap,
+    pos,
+    capacity,
+    query,
+    future,
+    slots_out,
+    admit_slots,
+    admit_src,
+):
+    # Heap order: score = -next_use, so the root is the buffered id requested last.
+    n = size_cell[0]
+    for k in range(query.shape[0]):
+        s = idx.find(table, ids, query[k])
+        slots_out[k] = s
+        if s >= 0:
+            scores[s] = -np.float64(future[k])
+            hp.update(heap, pos, scores, stamps, n, s)
+    n_admit = 0
+    n_miss = 0
+    evicted = 0
+    for k in range(query.shape[0]):
+        if slots_out[k] >= 0:
+            continue
+        miss = n_miss
+        n_miss += 1
+        if capacity == 0 or future[k] >= NEVER:
+            continue  # bypass: never requested again
+        key = -np.float64(future[k])
+        if n < capacity:
+            s = n
+            n += 1
+        else:
+            s = heap[0]
+            if key <= scores[s]:
+                continue  # bypass: every buffered id is requested no later than this one
+            idx.remove(table, ids, ids[s])
+            evicted += 1
+        ids[s] = query[k]
+        idx.insert(table, ids, query[k], s)
+        scores[s] = key
+        stamps[s] = 0
+        if pos[s] < 0:
+            hp.push(heap, pos, scores, stamps, n - 1, s)
+        else:
+            hp.update(heap, pos, scores, stamps, n, s)
+        admit_slots[n_admit] = s
+        admit_src[n_admit] = miss
+        n_admit += 1
+    size_cell[0] = n
+    return n_admit, evicted
+
+
+class Belady(Policy):
+    """Belady's MIN with bypass; ``future`` comes from :func:`next_use` on the whole trace."""
+
+    name: ClassVar[str] = "belady"
+
+    def __init__(self, buffer: PersistentBuffer, future: np.ndarray):
+        super().__init__(buffer)
+        self._future = np.ascontiguousarray(future, dtype=np.int64)
+        self._cursor = 0
+        self._heap = np.zeros(buffer.capacity, dtype=np.int32)
+        self._pos = np.full(buffer.capacity, -1, dtype=np.int32)
+
+    def _step(self, ids: np.ndarray, replace: bool) -> Plan:
+        n = ids.shape[0]
+        future = self._future[self._cursor : self._cursor + n]
+        if future.shape[0] != n:
+            raise ValueError("belady stepped past the end of the trace it was built for")
+        self._cursor += n
+        b = self.buffer
+        slots = np.empty(n, dtype=np.int32)
+        admit_slots = np.empty(n, dtype=np.int32)
+        admit_src = np.empty(n, dtype=np.int64)
+        n_admit, evicted = _belady_step(
+            b.table,
+            b.ids,
+            b.scores,
+            b.stamps,
+            b.size_cell,
+            self._heap,
+            self._pos,
+            b.capacity,
+            ids,
+            future,
+            slots,
+            admit_slots,
+            admit_src,
+        )
+        return demand_plan(ids, slots, admit_slots[:n_admit], admit_src[:n_admit], evicted, b)

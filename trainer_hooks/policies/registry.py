@@ -1,0 +1,135 @@
+"""Policies by name, and the fixed decision rule each baseline carries.
+
+``make_policy("periodic:64", capacity, ctx)`` builds a ready policy; ``builtin_decider(name)``
+says which decider a baseline runs with (``None`` for ``rudder``, which takes the user's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rudder.trainer_hooks.buffer import PersistentBuffer
+from rudder.trainer_hooks.candidates import MissTracker
+from rudder.trainer_hooks.policies.base import Policy, PolicyContext
+from rudder.trainer_hooks.policies.demand import LFU, LRU, NoBuffer
+from rudder.trainer_hooks.policies.offline import Belady
+from rudder.trainer_hooks.policies.s3fifo import S3FIFO
+from rudder.trainer_hooks.policies.scored import ScoredPolicy
+from rudder.trainer_hooks.scoring import ScoringRule, make_scoring
+
+DEFAULT_PERIOD = 32  # MassiveGNN's replacement period, in minibatches
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredOptions:
+    """Knobs of the scored (Rudder-family) policies."""
+
+    scoring: str = "additive"
+    scoring_params: tuple[tuple[str, float], ...] = ()
+    candidate_window: int = 1
+
+    def rule(self) -> ScoringRule:
+        return make_scoring(self.scoring, **dict(self.scoring_params))
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """A parsed ``name[:arg]`` policy spec."""
+
+    name: str
+    arg: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> PolicySpec:
+        name, _, arg = spec.strip().partition(":")
+        if name not in POLICY_NAMES:
+            raise ValueError(f"unknown policy {spec!r}; choose one of {', '.join(POLICY_NAMES)}")
+        if not arg:
+            return cls(name)
+        if name != "periodic":
+            raise ValueError(f"policy {name!r} takes no argument (got {spec!r})")
+        try:
+            period = int(arg)
+        except ValueError:
+            raise ValueError(f"periodic:P needs an integer P, got {spec!r}") from None
+        if period < 1:
+            raise ValueError(f"periodic:P needs P >= 1, got {spec!r}")
+        return cls(name, period)
+
+    def __str__(self) -> str:
+        return self.name if self.arg is None else f"{self.name}:{self.arg}"
+
+
+def _scored(prefill: bool) -> Callable[..., Policy]:
+    def build(buffer: PersistentBuffer, ctx: PolicyContext, opts: ScoredOptions) -> Policy:
+        if prefill and ctx.prefill_ranking is None:
+            raise ValueError("this policy prefills by degree, but the trace has no ranking")
+        return ScoredPolicy(
+            buffer,
+            opts.rule(),
+            MissTracker(window=opts.candidate_window),
+            prefill_ids=ctx.prefill_ranking if prefill else None,
+        )
+
+    return build
+
+
+def _belady(buffer: PersistentBuffer, ctx: PolicyContext, opts: ScoredOptions) -> Policy:
+    if ctx.future is None:
+        raise ValueError("belady needs the whole trace (it is an offline bound)")
+    return Belady(buffer, ctx.future)
+
+
+_BUILDERS: dict[str, Callable[..., Policy]] = {
+    "none": lambda b, ctx, opts: NoBuffer(b),
+    "static": _scored(prefill=True),
+    "fixed": _scored(prefill=False),
+    "periodic": _scored(prefill=True),
+    "lru": lambda b, ctx, opts: LRU(b),
+    "lfu": lambda b, ctx, opts: LFU(b),
+    "s3fifo": lambda b, ctx, opts: S3FIFO(b),
+    "rudder": _scored(prefill=False),
+    "belady": _belady,
+    "infinite": lambda b, ctx, opts: LRU(b),
+}
+POLICY_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+#: Policies that need the future of the trace: replay only.
+OFFLINE_POLICIES = frozenset({"belady", "infinite"})
+
+
+#: The fixed decision rule that defines each baseline built on the scored policy.
+_BASELINE_RULES = {"static": "never", "fixed": "always"}
+
+
+def builtin_decider(spec: PolicySpec) -> str | None:
+    """The decision rule a baseline is defined by, or ``None``.
+
+    ``None`` means: ``rudder`` takes the user's decider; demand caches and bounds take none.
+    """
+    if spec.name == "periodic":
+        return f"every:{spec.arg or DEFAULT_PERIOD}"
+    return _BASELINE_RULES.get(spec.name)
+
+
+def make_policy(
+    spec: str | PolicySpec,
+    capacity: int,
+    ctx: PolicyContext | None = None,
+    *,
+    feat_dim: int = 0,
+    options: ScoredOptions | None = None,
+) -> Policy:
+    """A policy over a fresh buffer of ``capacity`` rows (``infinite`` sizes its own)."""
+    spec = PolicySpec.parse(spec) if isinstance(spec, str) else spec
+    ctx = ctx or PolicyContext()
+    if spec.name == "infinite":
+        if ctx.distinct_ids is None:
+            raise ValueError("infinite needs the trace's distinct id count")
+        capacity = ctx.distinct_ids
+    elif spec.name == "none":
+        capacity = 0
+    buffer = PersistentBuffer(capacity, feat_dim=feat_dim)
+    policy = _BUILDERS[spec.name](buffer, ctx, options or ScoredOptions())
+    policy.label = str(spec)  # the scored baselines share one class; the label tells them apart
+    return policy

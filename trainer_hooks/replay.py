@@ -1,0 +1,211 @@
+"""Replay: run any policy and decider over a recorded access trace, in virtual time.
+
+Time is counted in minibatches. A decider's answer to the metrics of minibatch ``i`` takes
+effect at minibatch ``i + latency``. While an answer is in flight, the metrics of the
+minibatches in between are not sent: they are dropped (the paper's stale-request drop), and
+the next request carries the freshest metrics once the answer has landed. ``latency=1`` is the
+synchronous case: every minibatch's metrics decide the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from rudder.trainer_hooks.deciders import Decider, Decision, make_decider
+from rudder.trainer_hooks.metrics import DEFAULT_WINDOW, Accounting, Metrics, Totals
+from rudder.trainer_hooks.policies.base import PolicyContext
+from rudder.trainer_hooks.policies.offline import next_use
+from rudder.trainer_hooks.policies.registry import (
+    OFFLINE_POLICIES,
+    PolicySpec,
+    ScoredOptions,
+    builtin_decider,
+    make_policy,
+)
+from rudder.trainer_hooks.trace import AccessTrace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True, slots=True)
+class ReplayConfig:
+    """How to replay: buffer size, the ``rudder`` policy's decider, its latency."""
+
+    buffer_fraction: float
+    decider: str = "heuristic"
+    latency: int = 1  # minibatches between a request and its decision taking effect
+    scored: ScoredOptions = field(default_factory=ScoredOptions)
+    window: int = DEFAULT_WINDOW
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.buffer_fraction <= 1.0:
+            raise ValueError(f"buffer fraction must lie in [0, 1], got {self.buffer_fraction}")
+        if self.latency < 1:
+            raise ValueError(f"latency is in minibatches and must be >= 1, got {self.latency}")
+        make_decider(self.decider)  # fail early on a bad spec
+
+
+class DecisionChannel:
+    """The trainer-to-decider link in virtual time: one request in flight, stale ones dropped."""
+
+    def __init__(self, decider: Decider, latency: int):
+        self.decider = decider
+        self.latency = latency
+        self._in_flight: tuple[int, Decision] | None = None
+        self._next = decider.first()  # minibatch 0's decision needs no metrics
+        self.requests = 0
+        self.dropped = 0
+        self.applied: list[tuple[int, Decision]] = []
+
+    def decision_for(self, t: int) -> Decision:
+        """The decision in effect at minibatch ``t`` (skip unless one lands now)."""
+        if t == 0:
+            self.applied.append((0, self._next))
+            return self._next
+        if self._in_flight is not None and self._in_flight[0] == t:
+            _, decision = self._in_flight
+            self._in_flight = None
+            self.applied.append((t, decision))
+            return decision
+        return Decision.SKIP
+
+    def offer(self, metrics: Metrics) -> None:
+        """Send the metrics of the minibatch just done, unless a request is still in flight."""
+        if self._in_flight is not None:
+            self.dropped += 1
+            return
+        self.requests += 1
+        self._in_flight = (metrics.minibatch + self.latency, self.decider.decide(metrics))
+
+    def replacement_interval(self) -> float:
+        """Mean gap, in minibatches, between consecutive decisions taking effect."""
+        ts = [t for t, _ in self.applied]
+        return (ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else 0.0
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """One policy's run over one trace."""
+
+    policy: str
+    decider: str | None
+    capacity: int
+    totals: Totals
+    latency: int | None = None
+    decisions: int = 0  # decisions that took effect
+    replace_decisions: int = 0
+    dropped_requests: int = 0
+    replacement_interval: float = 0.0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(d.pop("totals"))
+        d["hit_rate"] = self.totals.hit_rate
+        d["ids_per_second"] = self.totals.remote_inputs / self.seconds if self.seconds else 0.0
+        return d
+
+
+def context_for(trace: AccessTrace, specs: Sequence[PolicySpec]) -> PolicyContext:
+    """What the named policies need from the trace (the future only for offline bounds)."""
+    offline = any(s.name in OFFLINE_POLICIES for s in specs)
+    return PolicyContext(
+        prefill_ranking=trace.prefill_ranking,
+        future=next_use(trace.offsets, trace.ids) if offline else None,
+        distinct_ids=trace.distinct_ids() if offline else None,
+    )
+
+
+def replay(
+    trace: AccessTrace,
+    spec: str | PolicySpec,
+    config: ReplayConfig,
+    ctx: PolicyContext | None = None,
+    on_metrics: Callable[[Metrics], None] | None = None,
+    decider: Decider | None = None,
+) -> ReplayResult:
+    """Run one policy over the trace; ``on_metrics`` sees every minibatch's metrics.
+
+    ``decider`` overrides ``config.decider`` for the ``rudder`` policy (e.g. an agent client).
+    """
+    spec = PolicySpec.parse(spec) if isinstance(spec, str) else spec
+    ctx = ctx or context_for(trace, [spec])
+    meta = trace.meta
+    policy = make_policy(spec, meta.capacity(config.buffer_fraction), ctx, options=config.scored)
+    acct = Accounting(
+        trainer=meta.trainer,
+        capacity=policy.capacity,
+        row_bytes=meta.row_bytes,
+        total_minibatches=trace.num_minibatches,
+        window=config.window,
+    )
+    channel = None
+    decider_spec = None
+    if policy.uses_decisions:
+        rule = builtin_decider(spec)
+        if rule is None and decider is not None:
+            decider_spec = decider.spec
+        else:
+            decider_spec = rule or config.decider
+            decider = make_decider(decider_spec)
+        latency = config.latency if rule is None else 1  # baselines decide locally, at once
+        channel = DecisionChannel(decider, latency)
+
+    start = time.perf_counter()
+    pre = policy.prefill()
+    if pre is not None:
+        acct.record_prefill(pre)
+    for t in range(trace.num_minibatches):
+        replace = bool(channel.decision_for(t)) if channel else False
+        plan = policy.step(trace.batch(t), replace)
+        m = acct.record(
+            plan,
+            epoch=int(trace.epochs[t]),
+            local_inputs=int(trace.local_counts[t]),
+            buffer_fill=policy.buffer.size,
+            stale_slots=policy.stale_count() if channel else 0,
+            sample_s=float(trace.sample_s[t]),
+            fetch_s=float(trace.fetch_s[t]),
+            compute_s=float(trace.compute_s[t]),
+        )
+        if channel:
+            channel.offer(m)
+        if on_metrics:
+            on_metrics(m)
+    seconds = time.perf_counter() - start
+
+    result = ReplayResult(
+        policy=policy.label,
+        decider=decider_spec,
+        capacity=policy.capacity,
+        totals=acct.totals,
+        seconds=seconds,
+    )
+    if channel:
+        result.latency = channel.latency
+        result.decisions = len(channel.applied)
+        result.replace_decisions = sum(bool(d) for _, d in channel.applied)
+        result.dropped_requests = channel.dropped
+        result.replacement_interval = channel.replacement_interval()
+    log.debug("replayed %s in %.2fs", policy.label, seconds)
+    return result
+
+
+def replay_many(
+    trace: AccessTrace,
+    specs: Sequence[str | PolicySpec],
+    config: ReplayConfig,
+    progress: Callable[[str], None] | None = None,
+) -> list[ReplayResult]:
+    """Replay several policies over one trace, sharing the trace-derived context."""
+    parsed = [PolicySpec.parse(s) if isinstance(s, str) else s for s in specs]
+    ctx = context_for(trace, parsed)
+    results = []
+    for spec in parsed:
+        if progress:
+            progress(str(spec))
+        results.append(replay(trace, spec, config, ctx))
+    return results

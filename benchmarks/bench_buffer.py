@@ -124,32 +124,37 @@ def main() -> None:
         1, len(pol.candidates)
     )
 
+    r = res
     print(
         f"buffer {capacity:,} rows of {args.remote_nodes:,} remote nodes; "
         f"{args.per_batch:,} remote ids per minibatch; 1 core"
     )
-    print(f"  lookup only                 {res['lookup_ids_per_s'] / 1e6:8.1f} M ids/s")
-    print(
-        f"  lookup + scoring            {res['lookup_scoring_ids_per_s'] / 1e6:8.1f} M ids/s "
-        f"({res['lookup_scoring_ms_per_minibatch']:.2f} ms/minibatch)   target >= 5"
-    )
-    print(
-        f"  ... with a replacement round{res['with_replacement_round_ids_per_s'] / 1e6:8.1f} M ids/s "
-        f"({res['with_replacement_round_ms_per_minibatch']:.2f} ms/minibatch)"
-    )
-    print(
-        f"  row gather + scatter         {res['row_gather_scatter_ms_per_minibatch']:8.2f} ms/minibatch "
-        f"(feat_dim {args.feat_dim}, {res['mean_hits_per_minibatch']:,.0f} hits, "
-        f"{res['mean_admitted_per_minibatch']:,.0f} rows admitted)"
-    )
-    print(
-        "  memory / rows held           "
-        + "  ".join(f"F={d}: {r:.3f}x" for d, r in mem.items())
-        + "   target <= 1.1"
-    )
-    print(
-        f"  miss tracker                {res['miss_tracker_bytes_per_distinct_id']:8.1f} B per distinct missed id"
-    )
+    lines = [
+        ("lookup only", f"{r['lookup_ids_per_s'] / 1e6:.1f} M ids/s"),
+        (
+            "lookup + scoring",
+            f"{r['lookup_scoring_ids_per_s'] / 1e6:.1f} M ids/s "
+            f"({r['lookup_scoring_ms_per_minibatch']:.2f} ms/minibatch)   target >= 5",
+        ),
+        (
+            "... with a replacement round",
+            f"{r['with_replacement_round_ids_per_s'] / 1e6:.1f} "
+            f"M ids/s ({r['with_replacement_round_ms_per_minibatch']:.2f} ms/minibatch)",
+        ),
+        (
+            "row gather + scatter",
+            f"{r['row_gather_scatter_ms_per_minibatch']:.2f} ms/minibatch "
+            f"(feat_dim {args.feat_dim}, {r['mean_hits_per_minibatch']:,.0f} hits, "
+            f"{r['mean_admitted_per_minibatch']:,.0f} rows admitted)",
+        ),
+        (
+            "memory / rows held",
+            "  ".join(f"F={d}: {x:.3f}x" for d, x in mem.items()) + "   target <= 1.1",
+        ),
+        ("miss tracker", f"{r['miss_tracker_bytes_per_distinct_id']:.1f} B per distinct missed id"),
+    ]
+    for label, value in lines:
+        print(f"  {label:30s} {value}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -2,16 +2,19 @@
 
 Every missed remote id gets a miss count and the minibatch of its last miss. A replacement
 round takes the most-missed ids among those missed in the last ``window`` minibatches (ties:
-the most recent). Memory is O(distinct remote ids ever missed), never O(graph nodes): the
-table grows as new ids appear.
+the most recent, then the smallest id). Memory is O(distinct remote ids ever missed), never
+O(graph nodes): the table grows as new ids appear.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numba as nb
 import numpy as np
 
 from rudder.trainer_hooks import index as idx
+from rudder.trainer_hooks.selection import smallest_k
 
 _NEVER = np.iinfo(np.int64).min // 2
 
@@ -55,6 +58,9 @@ class MissTracker:
         self.last = np.empty(cap, dtype=np.int64)
         self.table = idx.new_table(cap)
         self._n = np.zeros(1, dtype=np.int64)
+        # The misses of the last `window` minibatches: candidates come from these alone, so a
+        # round costs O(window x misses), not O(every id ever missed).
+        self._recent: deque[np.ndarray] = deque(maxlen=self.window)
 
     def __len__(self) -> int:
         return int(self._n[0])
@@ -74,11 +80,16 @@ class MissTracker:
         idx.rebuild(self.table, self.keys, n)
 
     def record(self, misses: np.ndarray, t: int) -> None:
-        """Count one miss for each id in ``misses`` (unique ids) at minibatch ``t``."""
+        """Count one miss for each id in ``misses`` (unique ids) at minibatch ``t``.
+
+        Call once per minibatch, empty or not: the recency window counts calls.
+        """
         if misses.shape[0] == 0:
+            self._recent.append(misses)
             return
         self._reserve(misses.shape[0])
         _record(self.table, self.keys, self.counts, self.last, self._n, misses, t)
+        self._recent.append(misses)
 
     def forget(self, node_ids: np.ndarray) -> None:
         """Drop the history of ids that just entered the buffer."""
@@ -86,18 +97,17 @@ class MissTracker:
 
     def top(self, k: int, t: int) -> np.ndarray:
         """Up to ``k`` ids missed in minibatches ``t-window+1 .. t``, most-missed first."""
-        n = len(self)
-        if k <= 0 or n == 0:
+        if k <= 0 or not self._recent:
             return np.empty(0, dtype=np.int64)
-        recent = np.flatnonzero(self.last[:n] > t - self.window)
-        if recent.size == 0:
+        ids = self._recent[-1] if self.window == 1 else np.unique(np.concatenate(self._recent))
+        pos = np.empty(ids.shape[0], dtype=np.int32)
+        idx.find_many(self.table, self.keys, ids, pos)
+        pos = pos[self.last[pos] > t - self.window]  # drop ids that entered the buffer since
+        if pos.size == 0:
             return np.empty(0, dtype=np.int64)
-        # One int64 key orders by count, then recency; negated so the best come first.
-        key = -((self.counts[recent] << 32) | (self.last[recent] & 0xFFFFFFFF))
-        if recent.size > k:
-            part = np.argpartition(key, k - 1)[:k]
-            recent, key = recent[part], key[part]
-        return self.keys[recent[np.argsort(key, kind="stable")]]
+        # One int64 key orders by count, then recency (negated: best first); ties by id.
+        key = -((self.counts[pos] << 32) | (self.last[pos] & 0xFFFFFFFF))
+        return self.keys[pos[smallest_k(key, self.keys[pos], k)]]
 
     def memory_bytes(self) -> int:
         """Bytes held by the tracker's arrays."""

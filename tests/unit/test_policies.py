@@ -93,3 +93,15 @@ def test_offline_policies_need_the_trace():
         make_policy("infinite", 4)
     with pytest.raises(ValueError, match="ranking"):
         make_policy("static", 4)
+
+
+def test_smallest_k_is_exact_with_ties(rng):
+    from rudder.trainer_hooks.selection import smallest_k
+
+    for _ in range(200):
+        n = int(rng.integers(0, 30))
+        primary = rng.integers(0, 4, n).astype(float)
+        tiebreak = rng.permutation(n)
+        k = int(rng.integers(0, n + 2))
+        expected = np.lexsort((tiebreak, primary))[:k]
+        assert smallest_k(primary, tiebreak, k).tolist() == expected.tolist()

@@ -146,21 +146,22 @@ class Policy(ABC):
         return self.capacity - self.buffer.size
 
 
-def demand_plan(
-    ids: np.ndarray,
-    slots: np.ndarray,
-    admit_slots: np.ndarray,
-    admit_src: np.ndarray,
-    evicted: int,
-    buffer: PersistentBuffer,
-) -> Plan:
-    """Plan of a demand-fill cache: it pulls exactly the misses and admits some of them.
+def demand_step(buffer: PersistentBuffer, ids: np.ndarray, kernel, *state) -> Plan:
+    """Run a demand-fill kernel over one minibatch and turn its output into a :class:`Plan`.
 
-    Within one large minibatch a slot can be refilled twice; only its final owner's row is
-    written (``buffer.ids`` already names it).
+    Demand-fill caches pull exactly the misses and admit some of them. Their kernels share one
+    calling convention: ``kernel(*state, ids, slots_out, admit_slots, admit_src)`` returns
+    ``(n_admitted, n_evicted)``. Within one large minibatch a slot can be refilled twice; only
+    its final owner's row is written (``buffer.ids`` already names it).
     """
+    n = ids.shape[0]
+    slots = np.empty(n, dtype=np.int32)
+    admit_slots = np.empty(n, dtype=np.int32)
+    admit_src = np.empty(n, dtype=np.int64)
+    n_admit, evicted = kernel(*state, ids, slots, admit_slots, admit_src)
+    admit_slots, admit_src = admit_slots[:n_admit], admit_src[:n_admit]
     misses = ids[slots < 0]
-    if admit_slots.shape[0]:
+    if n_admit:
         final = buffer.ids[admit_slots] == misses[admit_src]
         admit_slots, admit_src = admit_slots[final], admit_src[final]
     return Plan(
@@ -169,5 +170,5 @@ def demand_plan(
         n_misses=int(misses.shape[0]),
         admit_slots=admit_slots,
         admit_src=admit_src,
-        evicted=evicted,
+        evicted=int(evicted),
     )

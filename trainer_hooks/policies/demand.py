@@ -15,7 +15,7 @@ import numpy as np
 from rudder.trainer_hooks import index as idx
 from rudder.trainer_hooks.buffer import PersistentBuffer
 from rudder.trainer_hooks.policies import heap as hp
-from rudder.trainer_hooks.policies.base import Plan, Policy, demand_plan
+from rudder.trainer_hooks.policies.base import Plan, Policy, demand_step
 
 
 @nb.njit(cache=True)
@@ -28,9 +28,9 @@ def _heap_cache_step(
     heap,
     pos,
     capacity,
-    query,
     clock_cell,
     count_frequency,
+    query,
     slots_out,
     admit_slots,
     admit_src,
@@ -90,11 +90,11 @@ class HeapCache(Policy):
         self._clock = np.zeros(1, dtype=np.int64)
 
     def _step(self, ids: np.ndarray, replace: bool) -> Plan:
-        b, n = self.buffer, ids.shape[0]
-        slots = np.empty(n, dtype=np.int32)
-        admit_slots = np.empty(n, dtype=np.int32)
-        admit_src = np.empty(n, dtype=np.int64)
-        n_admit, evicted = _heap_cache_step(
+        b = self.buffer
+        return demand_step(
+            b,
+            ids,
+            _heap_cache_step,
             b.table,
             b.ids,
             b.scores,
@@ -103,14 +103,9 @@ class HeapCache(Policy):
             self._heap,
             self._pos,
             b.capacity,
-            ids,
             self._clock,
             self.count_frequency,
-            slots,
-            admit_slots,
-            admit_src,
         )
-        return demand_plan(ids, slots, admit_slots[:n_admit], admit_src[:n_admit], evicted, b)
 
 
 class LRU(HeapCache):

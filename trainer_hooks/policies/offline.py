@@ -19,7 +19,7 @@ import numpy as np
 from rudder.trainer_hooks import index as idx
 from rudder.trainer_hooks.buffer import PersistentBuffer
 from rudder.trainer_hooks.policies import heap as hp
-from rudder.trainer_hooks.policies.base import Plan, Policy, demand_plan
+from rudder.trainer_hooks.policies.base import Plan, Policy, demand_step
 
 NEVER = np.int64(1) << 62  # "not requested again"
 
@@ -49,8 +49,8 @@ def _belady_step(
     heap,
     pos,
     capacity,
-    query,
     future,
+    query,
     slots_out,
     admit_slots,
     admit_src,
@@ -117,10 +117,10 @@ class Belady(Policy):
             raise ValueError("belady stepped past the end of the trace it was built for")
         self._cursor += n
         b = self.buffer
-        slots = np.empty(n, dtype=np.int32)
-        admit_slots = np.empty(n, dtype=np.int32)
-        admit_src = np.empty(n, dtype=np.int64)
-        n_admit, evicted = _belady_step(
+        return demand_step(
+            b,
+            ids,
+            _belady_step,
             b.table,
             b.ids,
             b.scores,
@@ -129,10 +129,5 @@ class Belady(Policy):
             self._heap,
             self._pos,
             b.capacity,
-            ids,
             future,
-            slots,
-            admit_slots,
-            admit_src,
         )
-        return demand_plan(ids, slots, admit_slots[:n_admit], admit_src[:n_admit], evicted, b)

@@ -15,7 +15,7 @@ import numpy as np
 
 from rudder.trainer_hooks import index as idx
 from rudder.trainer_hooks.buffer import PersistentBuffer
-from rudder.trainer_hooks.policies.base import Plan, Policy, demand_plan
+from rudder.trainer_hooks.policies.base import Plan, Policy, demand_step
 
 _MAX_FREQ = 3.0
 
@@ -155,11 +155,11 @@ class S3FIFO(Policy):
         self._gstate = np.zeros(2, dtype=np.int64)
 
     def _step(self, ids: np.ndarray, replace: bool) -> Plan:
-        b, n = self.buffer, ids.shape[0]
-        slots = np.empty(n, dtype=np.int32)
-        admit_slots = np.empty(n, dtype=np.int32)
-        admit_src = np.empty(n, dtype=np.int64)
-        n_admit, evicted = _s3fifo_step(
+        b = self.buffer
+        return demand_step(
+            b,
+            ids,
+            _s3fifo_step,
             b.table,
             b.ids,
             b.scores,
@@ -171,9 +171,4 @@ class S3FIFO(Policy):
             self._gkeys,
             self._gstate,
             b.capacity,
-            ids,
-            slots,
-            admit_slots,
-            admit_src,
         )
-        return demand_plan(ids, slots, admit_slots[:n_admit], admit_src[:n_admit], evicted, b)

@@ -24,6 +24,7 @@ from rudder.trainer_hooks.buffer import PersistentBuffer
 from rudder.trainer_hooks.candidates import MissTracker
 from rudder.trainer_hooks.policies.base import Plan, Policy
 from rudder.trainer_hooks.scoring import ScoringRule
+from rudder.trainer_hooks.selection import smallest_k
 
 
 @nb.njit(cache=True)
@@ -90,14 +91,17 @@ class ScoredPolicy(Policy):
         # Metrics are reported after minibatch t-1 was stepped.
         return free + self.scoring.count_stale(b.scores, b.stamps, b.size, self.t - 1)
 
-    def _stale_slots(self, t: int) -> np.ndarray:
-        """Replaceable slots, best victims first: free slots, then stale by rising score."""
+    def _victims(self, t: int, k: int) -> np.ndarray:
+        """Up to ``k`` replaceable slots, best first: free slots, then stale by rising score."""
         b = self.buffer
-        free = np.arange(b.size, self.capacity, dtype=np.int32)
+        free = np.arange(b.size, min(self.capacity, b.size + k), dtype=np.int32)
+        need = k - free.shape[0]
+        if need <= 0:
+            return free
         values = self.scoring.values(b.scores, b.stamps, b.size, t)
         stale = np.flatnonzero(values < self.scoring.threshold)
-        stale = stale[np.argsort(values[stale], kind="stable")].astype(np.int32)
-        return np.concatenate([free, stale])
+        stale = stale[smallest_k(values[stale], stale, need)]  # rising score, then slot
+        return np.concatenate([free, stale.astype(np.int32)])
 
     def _step(self, ids: np.ndarray, replace: bool) -> Plan:
         t, b = self.t, self.buffer
@@ -108,9 +112,9 @@ class ScoredPolicy(Policy):
         if not replace or self.capacity == 0:
             return Plan.lookup_only(slots, misses)
 
-        victims = self._stale_slots(t)
-        new_ids = self.candidates.top(victims.shape[0], t)
-        victims = victims[: new_ids.shape[0]]
+        new_ids = self.candidates.top(self.capacity, t)
+        victims = self._victims(t, new_ids.shape[0])
+        new_ids = new_ids[: victims.shape[0]]
         evicted = _assign(
             b.table,
             b.ids,

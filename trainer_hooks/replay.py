@@ -192,20 +192,3 @@ def replay(
         result.replacement_interval = channel.replacement_interval()
     log.debug("replayed %s in %.2fs", policy.label, seconds)
     return result
-
-
-def replay_many(
-    trace: AccessTrace,
-    specs: Sequence[str | PolicySpec],
-    config: ReplayConfig,
-    progress: Callable[[str], None] | None = None,
-) -> list[ReplayResult]:
-    """Replay several policies over one trace, sharing the trace-derived context."""
-    parsed = [PolicySpec.parse(s) if isinstance(s, str) else s for s in specs]
-    ctx = context_for(trace, parsed)
-    results = []
-    for spec in parsed:
-        if progress:
-            progress(str(spec))
-        results.append(replay(trace, spec, config, ctx))
-    return results

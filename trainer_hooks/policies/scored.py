@@ -68,6 +68,7 @@ class ScoredPolicy(Policy):
             return None
         # Keep the ranking order: the first `capacity` distinct ids.
         ranked = np.asarray(self._prefill_ids, dtype=np.int64)
+        self._prefill_ids = None  # a prefill happens once, before the first minibatch
         _, first = np.unique(ranked, return_index=True)
         new_ids = ranked[np.sort(first)][: self.capacity]
         slots = np.arange(new_ids.shape[0], dtype=np.int32)

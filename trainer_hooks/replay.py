@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from rudder.trainer_hooks.deciders import Decider, Decision, make_decider
+from rudder.trainer_hooks.deciders import Decider, make_decider
+from rudder.trainer_hooks.decisions import DecisionChannel
 from rudder.trainer_hooks.metrics import DEFAULT_WINDOW, Accounting, Metrics, Totals
 from rudder.trainer_hooks.policies.base import PolicyContext
 from rudder.trainer_hooks.policies.offline import next_use
@@ -46,44 +47,6 @@ class ReplayConfig:
         if self.latency < 1:
             raise ValueError(f"latency is in minibatches and must be >= 1, got {self.latency}")
         make_decider(self.decider)  # fail early on a bad spec
-
-
-class DecisionChannel:
-    """The trainer-to-decider link in virtual time: one request in flight, stale ones dropped."""
-
-    def __init__(self, decider: Decider, latency: int):
-        self.decider = decider
-        self.latency = latency
-        self._in_flight: tuple[int, Decision] | None = None
-        self._next = decider.first()  # minibatch 0's decision needs no metrics
-        self.requests = 0
-        self.dropped = 0
-        self.applied: list[tuple[int, Decision]] = []
-
-    def decision_for(self, t: int) -> Decision:
-        """The decision in effect at minibatch ``t`` (skip unless one lands now)."""
-        if t == 0:
-            self.applied.append((0, self._next))
-            return self._next
-        if self._in_flight is not None and self._in_flight[0] == t:
-            _, decision = self._in_flight
-            self._in_flight = None
-            self.applied.append((t, decision))
-            return decision
-        return Decision.SKIP
-
-    def offer(self, metrics: Metrics) -> None:
-        """Send the metrics of the minibatch just done, unless a request is still in flight."""
-        if self._in_flight is not None:
-            self.dropped += 1
-            return
-        self.requests += 1
-        self._in_flight = (metrics.minibatch + self.latency, self.decider.decide(metrics))
-
-    def replacement_interval(self) -> float:
-        """Mean gap, in minibatches, between consecutive decisions taking effect."""
-        ts = [t for t, _ in self.applied]
-        return (ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else 0.0
 
 
 @dataclass(slots=True)

@@ -71,8 +71,13 @@ class TraceMeta:
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
-        d["fanouts"] = list(self.fanouts)
-        return json.dumps({"format": FORMAT, "version": VERSION, "meta": d}, sort_keys=True)
+        d["fanouts"] = [int(f) for f in self.fanouts]
+        # Metadata often comes from numpy arithmetic; store numpy scalars as plain numbers.
+        return json.dumps(
+            {"format": FORMAT, "version": VERSION, "meta": d},
+            sort_keys=True,
+            default=lambda o: o.item() if isinstance(o, np.generic) else str(o),
+        )
 
 
 @dataclass(frozen=True, slots=True)

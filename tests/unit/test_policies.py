@@ -105,3 +105,10 @@ def test_smallest_k_is_exact_with_ties(rng):
         k = int(rng.integers(0, n + 2))
         expected = np.lexsort((tiebreak, primary))[:k]
         assert smallest_k(primary, tiebreak, k).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_warm_up_runs_every_policy(name):
+    from rudder.trainer_hooks.policies import warm_up
+
+    warm_up(name, feat_dim=3)

@@ -5,9 +5,10 @@ import pytest
 from conftest import make_trace, random_batches
 
 from rudder.trainer_hooks.deciders import Decider, Decision
+from rudder.trainer_hooks.decisions import DecisionChannel
 from rudder.trainer_hooks.metrics import Accounting
 from rudder.trainer_hooks.policies.base import Plan
-from rudder.trainer_hooks.replay import DecisionChannel, ReplayConfig, replay
+from rudder.trainer_hooks.replay import ReplayConfig, replay
 
 
 class Recording(Decider):

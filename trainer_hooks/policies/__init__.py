@@ -7,6 +7,7 @@ from rudder.trainer_hooks.policies.registry import (
     ScoredOptions,
     builtin_decider,
     make_policy,
+    warm_up,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "ScoredOptions",
     "builtin_decider",
     "make_policy",
+    "warm_up",
 ]

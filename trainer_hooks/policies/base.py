@@ -139,7 +139,11 @@ class Policy(ABC):
         """Write the admitted rows (``fetched_rows[i]`` is the row of ``plan.fetch_ids[i]``)."""
         if fetched_rows is None or plan.n_admitted == 0:
             return
-        self.buffer.write_rows(plan.admit_slots, fetched_rows[plan.admit_src])
+        self.commit_admitted(plan, fetched_rows[plan.admit_src])
+
+    def commit_admitted(self, plan: Plan, admitted_rows: np.ndarray) -> None:
+        """Write rows in admission order: ``admitted_rows[k]`` goes to ``admit_slots[k]``."""
+        self.buffer.write_rows(plan.admit_slots, admitted_rows)
 
     def stale_count(self) -> int:
         """Slots a replacement round could refill right now (free slots included)."""

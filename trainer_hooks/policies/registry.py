@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from rudder.trainer_hooks.buffer import PersistentBuffer
 from rudder.trainer_hooks.candidates import MissTracker
 from rudder.trainer_hooks.policies.base import Policy, PolicyContext
 from rudder.trainer_hooks.policies.demand import LFU, LRU, NoBuffer
-from rudder.trainer_hooks.policies.offline import Belady
+from rudder.trainer_hooks.policies.offline import Belady, next_use
 from rudder.trainer_hooks.policies.s3fifo import S3FIFO
 from rudder.trainer_hooks.policies.scored import ScoredPolicy
 from rudder.trainer_hooks.scoring import ScoringRule, make_scoring
@@ -133,3 +135,25 @@ def make_policy(
     policy = _BUILDERS[spec.name](buffer, ctx, options or ScoredOptions())
     policy.label = str(spec)  # the scored baselines share one class; the label tells them apart
     return policy
+
+
+def warm_up(name: str | PolicySpec, feat_dim: int = 0) -> None:
+    """Load (or compile) the numba kernels a policy uses, on a throwaway 4-row buffer.
+
+    The first call of each kernel in a process costs 10-200 ms; a trainer pays it here, before
+    its first minibatch, instead of inside it.
+    """
+    spec = PolicySpec.parse(name) if isinstance(name, str) else name
+    batches = [np.array([1, 2, 3], dtype=np.int64), np.array([2, 3, 4, 5], dtype=np.int64)]
+    ids = np.concatenate(batches)
+    offsets = np.array([0, 3, 7], dtype=np.int64)
+    ctx = PolicyContext(
+        prefill_ranking=np.array([5, 1], dtype=np.int64),
+        future=next_use(offsets, ids),
+        distinct_ids=5,
+    )
+    policy = make_policy(spec, 2, ctx, feat_dim=feat_dim)
+    policy.prefill()
+    for b in batches:
+        policy.step(b, replace=True)
+    policy.stale_count()

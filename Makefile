@@ -22,10 +22,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: a real DistDGL run on 2 emulated machines (network namespaces with 1 Gbit/s
+# links when run as root, loopback otherwise), DistDGL as is vs. DistDGL with Rudder.
+TRAIN := --partitions $(RUN_DIR)/parts --machines 2 --trainers 1 --epochs 5 --bandwidth 1gbit
 run: $(STAMP)
-	$(BIN)/rudder trace synth --out $(RUN_DIR)/trace
-	$(BIN)/rudder replay --trace $(RUN_DIR)/trace --policy all --buffer 0.05 --json $(RUN_DIR)/replay-5pct.json
-	$(BIN)/rudder replay --trace $(RUN_DIR)/trace --policy all --buffer 0.25 --json $(RUN_DIR)/replay-25pct.json
+	$(BIN)/rudder graph generate --nodes 100000 --avg-degree 20 --communities 32 --feat-dim 100 --classes 16 --out $(RUN_DIR)/graph
+	$(BIN)/rudder graph partition --graph $(RUN_DIR)/graph --parts 2 --out $(RUN_DIR)/parts
+	$(BIN)/rudder train $(TRAIN) --policy none --out $(RUN_DIR)/none
+	$(BIN)/rudder train $(TRAIN) --policy rudder --decider heuristic --buffer 0.25 --record-trace --out $(RUN_DIR)/rudder
+	$(BIN)/rudder compare $(RUN_DIR)/none $(RUN_DIR)/rudder
+	$(BIN)/rudder replay --trace $(RUN_DIR)/rudder/trace --policy all --buffer 0.25 --json $(RUN_DIR)/replay.json
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rudder.graphs.csr import CSRStructure
+
 FORMAT = "rudder-graph"
 VERSION = 1
 _ARRAYS = {
@@ -39,7 +41,7 @@ class GraphFormatError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class GraphData:
+class GraphData(CSRStructure):
     """A node-classification graph: structure, features, labels and splits."""
 
     name: str
@@ -55,24 +57,12 @@ class GraphData:
     extra: dict = field(default_factory=dict)  # generator spec, dataset facts
 
     @property
-    def num_nodes(self) -> int:
-        return int(self.indptr.shape[0] - 1)
-
-    @property
-    def num_edges(self) -> int:
-        """Directed edges stored (twice the undirected count)."""
-        return int(self.indices.shape[0])
-
-    @property
     def feat_dim(self) -> int:
         return int(self.feat.shape[1])
 
     @property
     def num_classes(self) -> int:
         return int(self.label.max()) + 1 if self.label.shape[0] else 0
-
-    def degrees(self) -> np.ndarray:
-        return np.diff(self.indptr)
 
     def meta(self) -> dict:
         return {

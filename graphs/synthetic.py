@@ -10,12 +10,19 @@ The result is undirected (both directions stored), without self loops or duplica
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba as nb
 import numpy as np
 
+from rudder.graphs.csr import CSRStructure
+
 log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""``on_progress(stage, done, total)``: ``done`` of ``total`` units of ``stage`` are finished."""
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -44,34 +51,12 @@ class GraphSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class CSRGraph:
-    """An undirected graph in CSR form; ``u``'s neighbours: ``indices[indptr[u]:indptr[u+1]]``."""
+class CSRGraph(CSRStructure):
+    """An undirected graph in CSR form with node communities."""
 
     indptr: np.ndarray  # int64[N+1]
     indices: np.ndarray  # int64[E] (both directions)
     community: np.ndarray  # int32[N]
-
-    @property
-    def num_nodes(self) -> int:
-        return int(self.indptr.shape[0] - 1)
-
-    @property
-    def num_edges(self) -> int:
-        """Directed edges stored (twice the undirected count)."""
-        return int(self.indices.shape[0])
-
-    def degrees(self) -> np.ndarray:
-        return np.diff(self.indptr)
-
-    def neighbors_of(self, nodes: np.ndarray) -> np.ndarray:
-        """All neighbours of ``nodes``, concatenated (a vectorised ragged gather)."""
-        starts = self.indptr[nodes]
-        lens = self.indptr[nodes + 1] - starts
-        total = int(lens.sum())
-        if total == 0:
-            return np.empty(0, dtype=np.int64)
-        offs = np.repeat(starts - np.cumsum(lens) + lens, lens)
-        return self.indices[offs + np.arange(total)]
 
     def save(self, path: str | Path) -> None:
         np.savez(path, indptr=self.indptr, indices=self.indices, community=self.community)
@@ -95,54 +80,200 @@ def _weights(spec: GraphSpec, rng: np.random.Generator) -> np.ndarray:
     return np.minimum(w, spec.max_weight_factor * w.mean())
 
 
-def generate(spec: GraphSpec) -> CSRGraph:
-    """Generate the graph described by ``spec`` (deterministic for a given seed)."""
+def generate(spec: GraphSpec, on_progress: Progress | None = None) -> CSRGraph:
+    """Generate the graph described by ``spec`` (deterministic for a given seed).
+
+    Edges are drawn in blocks of a few million (``on_progress("edges", drawn, total)`` after
+    each); the blocks read exactly the random numbers one big draw would, so the graph depends
+    on ``spec`` alone. Peak memory is about 35 bytes per undirected edge.
+    """
     rng = np.random.default_rng(spec.seed)
     sizes = _community_sizes(spec, rng)
     community = np.repeat(np.arange(spec.communities, dtype=np.int32), sizes)
     w = _weights(spec, rng)
-    cum = np.cumsum(w)
-    total = cum[-1]
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    lo = np.where(bounds[:-1] > 0, cum[np.maximum(bounds[:-1] - 1, 0)], 0.0)
-    hi = cum[bounds[1:] - 1]
+    model = _EdgeModel(spec, community, np.cumsum(w), sizes)
+    del w
 
     m = round(spec.nodes * spec.avg_degree / 2)
-
-    def draw(k: int) -> np.ndarray:
-        """``k`` candidate edges as ``u * N + v`` keys (u < v), self loops dropped."""
-        src = np.minimum(np.searchsorted(cum, rng.random(k) * total, side="right"), spec.nodes - 1)
-        intra = rng.random(k) >= spec.mixing
-        c = community[src]
-        target = np.where(intra, lo[c] + rng.random(k) * (hi[c] - lo[c]), rng.random(k) * total)
-        dst = np.minimum(np.searchsorted(cum, target, side="right"), spec.nodes - 1)
-        keep = src != dst
-        u, v = np.minimum(src[keep], dst[keep]), np.maximum(src[keep], dst[keep])
-        return u.astype(np.int64) * spec.nodes + v
-
+    first = int(m * 1.1) + 16
+    report = _Tally("edges", first, on_progress)
     # Hubs draw the same pair again and again; keep drawing until m distinct edges exist.
-    keys = np.unique(draw(int(m * 1.1) + 16))
+    keys = model.draw(rng, first, report)
     for _ in range(30):
         if keys.shape[0] >= m:
             break
-        keys = np.union1d(keys, draw(int((m - keys.shape[0]) * 1.5) + 16))
+        more = int((m - keys.shape[0]) * 1.5) + 16
+        report.total += more
+        keys = sorted_unique(np.concatenate([keys, model.draw(rng, more, report)]))
     else:
         log.warning("graph too dense for its degree distribution: %d of %d edges", keys.shape[0], m)
     keys = _sample_unique(keys, m, rng)
-    u, v = keys // spec.nodes, keys % spec.nodes
-    both_u = np.concatenate([u, v])
-    both_v = np.concatenate([v, u])
-    order = np.lexsort((both_v, both_u))
-    indices = both_v[order]
-    indptr = np.zeros(spec.nodes + 1, dtype=np.int64)
-    np.cumsum(np.bincount(both_u, minlength=spec.nodes), out=indptr[1:])
+    indptr, indices = csr_from_keys(keys, spec.nodes)
     log.debug("generated %d nodes, %d undirected edges", spec.nodes, keys.shape[0])
-    return CSRGraph(indptr=indptr, indices=indices.astype(np.int64), community=community)
+    return CSRGraph(indptr=indptr, indices=indices, community=community)
+
+
+class _Tally:
+    """Cumulative progress of one stage, reported through an optional callback."""
+
+    def __init__(self, stage: str, total: int, on_progress: Progress | None):
+        self.stage, self.total, self.done, self._cb = stage, total, 0, on_progress
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self._cb is not None:
+            self._cb(self.stage, self.done, self.total)
+
+
+class _EdgeModel:
+    """The degree-corrected SBM's edge distribution; draws candidate edges as sorted keys."""
+
+    def __init__(self, spec: GraphSpec, community: np.ndarray, cum: np.ndarray, sizes):
+        self.n = spec.nodes
+        self.mixing = spec.mixing
+        self.community = community
+        self.cum = cum
+        self.total = cum[-1]
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        # Cumulative weight just before and at the end of each community's id range.
+        self.lo = np.where(bounds[:-1] > 0, cum[np.maximum(bounds[:-1] - 1, 0)], 0.0)
+        self.hi = cum[bounds[1:] - 1]
+        # guide[b]: first node whose cumulative weight passes the start of bucket b (n equal
+        # buckets); a lookup then scans about one node instead of a 24-step binary search.
+        self.scale = self.n / self.total
+        self.guide = np.searchsorted(cum, np.arange(self.n) / self.scale, side="right")
+
+    def node_at(self, x: np.ndarray) -> np.ndarray:
+        """Node whose weight interval holds ``x``: ``min(searchsorted(cum, x, "right"), n-1)``."""
+        out = np.empty(x.shape[0], dtype=np.int64)
+        _search_right(self.cum, self.guide, self.scale, x, out)
+        return out
+
+    def draw(self, rng: np.random.Generator, k: int, report: _Tally) -> np.ndarray:
+        """Sorted distinct ``u * N + v`` keys (u < v) of ``k`` candidate edges, no self loops.
+
+        One draw of ``k`` edges reads four consecutive runs of ``k`` doubles from ``rng``
+        (sources, intra/inter coins, intra targets, global targets). Each block of edges takes
+        its slice of every run from a copy of the generator advanced to it, and ``rng`` ends
+        where a single draw would leave it: the result does not depend on the block size.
+        """
+        start = rng.bit_generator.state
+        runs = [_advanced(rng, j * k) for j in range(4)]
+        keys = np.empty(k, dtype=np.int64)
+        filled = 0
+        for a in range(0, k, _BLOCK):
+            c = min(_BLOCK, k - a)
+            src = self.node_at(runs[0].random(c) * self.total)
+            intra = runs[1].random(c) >= self.mixing
+            comm = self.community[src]
+            lo, hi = self.lo[comm], self.hi[comm]
+            target = np.where(
+                intra, lo + runs[2].random(c) * (hi - lo), runs[3].random(c) * self.total
+            )
+            dst = self.node_at(target)
+            keep = src != dst
+            u, v = np.minimum(src[keep], dst[keep]), np.maximum(src[keep], dst[keep])
+            got = u.shape[0]
+            np.multiply(u, self.n, out=keys[filled : filled + got])
+            keys[filled : filled + got] += v
+            filled += got
+            report.add(c)
+        end = runs[3].bit_generator.state
+        # Doubles never touch PCG64's buffered 32-bit half-word: keep the caller's.
+        end["has_uint32"], end["uinteger"] = start["has_uint32"], start["uinteger"]
+        rng.bit_generator.state = end
+        return sorted_unique(keys[:filled])
+
+
+_BLOCK = 1 << 22  # edges per block: ~250 MB of temporaries whatever the graph size
+
+
+def _advanced(rng: np.random.Generator, steps: int) -> np.random.Generator:
+    """A copy of ``rng`` moved ``steps`` 64-bit outputs (= doubles) ahead; ``rng`` is untouched."""
+    bits = type(rng.bit_generator)()
+    bits.state = rng.bit_generator.state
+    bits.advance(steps)
+    return np.random.Generator(bits)
 
 
 def _sample_unique(keys: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to ``m`` distinct keys, chosen uniformly among the distinct ones."""
-    uniq = np.unique(keys)
-    if uniq.shape[0] <= m:
-        return uniq
-    return np.sort(rng.choice(uniq, size=m, replace=False))
+    """Up to ``m`` of the sorted distinct ``keys``, chosen uniformly, sorted."""
+    if keys.shape[0] <= m:
+        return keys
+    out = rng.choice(keys, size=m, replace=False)
+    out.sort()
+    return out
+
+
+def sorted_unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique(a)``, sorting ``a`` in place and returning a prefix of it (no copy)."""
+    a.sort()
+    return a[: _compact_sorted(a)]
+
+
+def csr_from_keys(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (both directions, rows sorted) of the undirected edges ``u * n + v``.
+
+    ``keys`` must be sorted and distinct with ``u < v``. A counting sort: two passes over the
+    keys, no sort and no second copy of the edge list.
+    """
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    smaller = np.zeros(n, dtype=np.int64)  # neighbours with a lower id, per node
+    _count_degrees(keys, n, indptr[1:], smaller)
+    np.cumsum(indptr, out=indptr)
+    indices = np.empty(int(indptr[-1]), dtype=np.int64)
+    _fill_rows(keys, n, indptr, smaller, indices)
+    return indptr, indices
+
+
+@nb.njit(cache=True, nogil=True)
+def _search_right(cum, guide, scale, x, out):
+    n = cum.shape[0]
+    buckets = guide.shape[0]
+    for j in range(x.shape[0]):
+        xj = x[j]
+        b = min(max(int(xj * scale), 0), buckets - 1)
+        i = guide[b]
+        # The guide is only a starting point: rounding in xj * scale may put it one off.
+        while i > 0 and cum[i - 1] > xj:
+            i -= 1
+        while i < n and cum[i] <= xj:
+            i += 1
+        out[j] = min(i, n - 1)
+
+
+@nb.njit(cache=True, nogil=True)
+def _compact_sorted(a):
+    if a.shape[0] == 0:
+        return 0
+    k = 1
+    for i in range(1, a.shape[0]):
+        if a[i] != a[k - 1]:
+            a[k] = a[i]
+            k += 1
+    return k
+
+
+@nb.njit(cache=True, nogil=True)
+def _count_degrees(keys, n, degree, smaller):
+    for key in keys:
+        u = key // n
+        v = key - u * n
+        degree[u] += 1
+        degree[v] += 1
+        smaller[v] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _fill_rows(keys, n, indptr, smaller, indices):
+    # Row x holds its lower neighbours, then its higher ones. Keys are sorted by (u, v), so
+    # each half fills in increasing order: the rows come out sorted.
+    low = indptr[:-1].copy()
+    high = indptr[:-1] + smaller
+    for key in keys:
+        u = key // n
+        v = key - u * n
+        indices[low[v]] = u
+        low[v] += 1
+        indices[high[u]] = v
+        high[u] += 1

@@ -43,6 +43,29 @@ def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
+def add_graph_shape_args(p: argparse.ArgumentParser) -> None:
+    """The generated graph's shape: --nodes, --avg-degree, --communities, --mixing."""
+    p.add_argument("--nodes", type=positive_int, default=200_000)
+    p.add_argument("--avg-degree", type=float, default=15.0, help="mean number of neighbours")
+    p.add_argument("--communities", type=positive_int, default=64)
+    p.add_argument(
+        "--mixing", type=fraction, default=0.2, help="fraction of edges leaving their community"
+    )
+
+
+def graph_spec_from(args: argparse.Namespace):
+    """The :class:`GraphSpec` of :func:`add_graph_shape_args` (plus ``--seed``)."""
+    from rudder.graphs.synthetic import GraphSpec
+
+    return GraphSpec(
+        nodes=args.nodes,
+        avg_degree=args.avg_degree,
+        communities=args.communities,
+        mixing=args.mixing,
+        seed=args.seed,
+    )
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain aligned text table (numbers right-aligned)."""
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
@@ -71,8 +94,16 @@ def _fmt(v: object) -> str:
     return "-" if v is None else str(v)
 
 
-def progress(total: int, desc: str):
+def progress(total: int | None, desc: str, unit: str = "mb", unit_scale: bool = False):
     """A tqdm progress bar on stderr, hidden when stderr is not a terminal."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="mb", file=sys.stderr, disable=None, leave=False)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=unit_scale,
+        file=sys.stderr,
+        disable=None,
+        leave=False,
+    )

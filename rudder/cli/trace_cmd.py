@@ -7,7 +7,13 @@ import json
 import logging
 from pathlib import Path
 
-from rudder.cli.common import fraction, int_list, positive_int
+from rudder.cli.common import (
+    add_graph_shape_args,
+    fraction,
+    graph_spec_from,
+    int_list,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--out", required=True, type=Path, help="output directory (one file per trainer)"
     )
-    s.add_argument("--nodes", type=positive_int, default=200_000)
-    s.add_argument("--avg-degree", type=float, default=15.0)
-    s.add_argument("--communities", type=positive_int, default=64)
-    s.add_argument(
-        "--mixing", type=fraction, default=0.2, help="fraction of edges leaving their community"
-    )
+    add_graph_shape_args(s)
     s.add_argument("--parts", type=positive_int, default=2)
     s.add_argument("--trainers-per-part", type=positive_int, default=1)
     s.add_argument("--epochs", type=positive_int, default=10)
@@ -52,17 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from rudder.cli.common import progress
-    from rudder.graphs.synthetic import GraphSpec, generate
+    from rudder.graphs.synthetic import generate
     from rudder.graphs.traces import SynthSpec, synthesize, total_minibatches
 
     spec = SynthSpec(
-        graph=GraphSpec(
-            nodes=args.nodes,
-            avg_degree=args.avg_degree,
-            communities=args.communities,
-            mixing=args.mixing,
-            seed=args.seed,
-        ),
+        graph=graph_spec_from(args),
         parts=args.parts,
         trainers_per_part=args.trainers_per_part,
         epochs=args.epochs,

@@ -1,0 +1,151 @@
+"""The numbers a run reports: ``summary.json`` from the trainers' results and the run report.
+
+Epoch time is the slowest trainer's time per epoch (DDP keeps trainers in step), averaged
+over the last 80% of epochs so start-up effects (kernel loading, an empty buffer) stay out.
+Rows and bytes fetched are summed over trainers and averaged per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+STEADY_FRACTION = 0.8
+
+
+def steady_epochs(n: int) -> slice:
+    """The epochs that count: the last 80% (at least one)."""
+    return slice(n - max(1, math.ceil(STEADY_FRACTION * n)), n)
+
+
+def _trainer_results(out: Path) -> list[dict]:
+    files = sorted((out / "trainers").glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    if not files:
+        raise RuntimeError(f"{out / 'trainers'}: no trainer results; the run wrote nothing")
+    return [json.loads(f.read_text()) for f in files]
+
+
+def summarize(cfg, wc, report, out: Path, *, run_id: str, cluster_mode: str) -> dict:
+    """Combine per-trainer results and the supervisor's report into the run summary."""
+    trainers = _trainer_results(out)
+    n_epochs = min(len(t["epochs"]) for t in trainers)
+    per_epoch = [max(t["epochs"][e]["time_s"] for t in trainers) for e in range(n_epochs)]
+    steady = steady_epochs(n_epochs)
+
+    def epoch_sum(key: str) -> list[int]:
+        return [sum(t["epochs"][e][key] for t in trainers) for e in range(n_epochs)]
+
+    rows = epoch_sum("rows_fetched")
+    remote = sum(t["totals"]["remote_inputs"] for t in trainers)
+    hits = sum(t["totals"]["hits"] for t in trainers)
+    times = {
+        k: sum(t["time_s"][k] for t in trainers) / len(trainers) / n_epochs
+        for k in trainers[0]["time_s"]
+    }
+    verification = [t["verification"] for t in trainers if t.get("verification")]
+    return {
+        "ok": True,
+        "run_id": run_id,
+        "policy": trainers[0]["policy"],
+        "decider": trainers[0]["decider"],
+        "buffer_fraction": cfg.buffer,
+        "machines": cfg.machines,
+        "trainers_per_machine": cfg.trainers,
+        "cluster_mode": cluster_mode,
+        "bandwidth": cfg.bandwidth,
+        "overlap": wc.overlap,
+        "epochs": n_epochs,
+        "batch_size": cfg.batch_size,
+        "fanouts": list(cfg.fanouts),
+        "epoch_time_s": sum(per_epoch[steady]) / len(per_epoch[steady]),
+        "epoch_times_s": per_epoch,
+        "rows_fetched_per_epoch": sum(rows[steady]) / len(rows[steady]),
+        "bytes_fetched_per_epoch": sum(epoch_sum("bytes_fetched")[steady]) / len(rows[steady]),
+        "remote_inputs_per_epoch": sum(epoch_sum("remote_inputs")[steady]) / len(rows[steady]),
+        "hit_rate": hits / remote if remote else 0.0,
+        "replacements": sum(t["totals"]["replacements"] for t in trainers),
+        "rows_replaced": sum(t["totals"]["rows_replaced"] for t in trainers),
+        "prefill_rows": sum(t["totals"]["prefill_rows"] for t in trainers),
+        "time_per_epoch_s": {  # mean per trainer per epoch, all epochs
+            "sampling": times["sample_s"],
+            "pull": times["pull_s"],
+            "hook": times["hook_s"],
+            "labels": times["label_s"],
+            "waiting_for_prefetch": times["wait_s"],
+            "compute": times["compute_s"],
+        },
+        "startup_s": max(t["startup_s"] for t in trainers),
+        "verification": {
+            "minibatches": sum(v["minibatches"] for v in verification),
+            "mismatches": sum(v["mismatches"] for v in verification),
+            "hits_checked": sum(v["hits_checked"] for v in verification),
+        }
+        if verification
+        else None,
+        "peak_rss_bytes": {p.name: p.peak_rss_bytes for p in report.processes},
+        "duration_s": report.duration_s,
+        "trainers": trainers,
+    }
+
+
+def write_summary(out: Path, summary: dict) -> Path:
+    path = out / "summary.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def load_summary(run_dir: str | Path) -> dict:
+    """A run's summary (``run_dir`` or its ``summary.json``), with a clear error if missing."""
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / "summary.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such run summary; run `rudder train ... --out DIR` first")
+    summary = json.loads(path.read_text())
+    if not summary.get("ok"):
+        raise ValueError(f"{path}: that run failed ({summary.get('reason', 'unknown reason')})")
+    return summary
+
+
+def comparison_rows(summaries: list[tuple[str, dict]]) -> tuple[list[str], list[list]]:
+    """A side-by-side table; the first run is the reference for speed-up and communication."""
+    ref = summaries[0][1]
+    headers = [
+        "run",
+        "policy",
+        "decider",
+        "epoch_s",
+        "speedup",
+        "rows/epoch",
+        "MB/epoch",
+        "comm_vs_ref",
+        "hit_%",
+        "rounds",
+        "compute_s",
+        "pull_s",
+        "wait_s",
+    ]
+    rows = []
+    for name, s in summaries:
+        t = s["time_per_epoch_s"]
+        rows.append(
+            [
+                name,
+                s["policy"],
+                s["decider"],
+                s["epoch_time_s"],
+                ref["epoch_time_s"] / s["epoch_time_s"] if s["epoch_time_s"] else None,
+                round(s["rows_fetched_per_epoch"]),
+                s["bytes_fetched_per_epoch"] / 1e6,
+                s["rows_fetched_per_epoch"] / ref["rows_fetched_per_epoch"]
+                if ref["rows_fetched_per_epoch"]
+                else None,
+                100 * s["hit_rate"],
+                s["replacements"],
+                t["compute"],
+                t["pull"],
+                t["waiting_for_prefetch"],
+            ]
+        )
+    return headers, rows

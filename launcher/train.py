@@ -1,0 +1,244 @@
+"""``rudder train``: one DistDGL training run with a buffer policy, from partitions to summary.
+
+Resolves the partitions, brings up the cluster (emulated, loopback or ssh), writes the run
+config and DGL's ip_config, starts one server and T trainers per machine under the
+:class:`Supervisor`, and turns the trainers' results into ``summary.json``. A failed run
+raises :class:`TrainingError` with the supervisor's report; nothing of the run is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rudder.graphs.partitioned import load_partitions
+from rudder.launcher.cluster import (
+    Cluster,
+    LocalCluster,
+    ProcessSpec,
+    cleanup_stale,
+    make_cluster,
+    write_ip_config,
+)
+from rudder.launcher.summary import summarize, write_summary
+from rudder.launcher.supervisor import RunReport, Supervisor
+from rudder.trainer_hooks.dist.config import PartInfo, WorkerConfig
+from rudder.trainer_hooks.policies.registry import PolicySpec
+
+log = logging.getLogger(__name__)
+
+WORKER = [sys.executable, "-m", "rudder.trainer_hooks.dist.worker"]
+_RUN_OUTPUTS = (
+    "trainers",
+    "trace",
+    "logs",
+    "pg-store",
+    "summary.json",
+    "run.json",
+    "ip_config.txt",
+)
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class TrainConfig:
+    """Everything ``rudder train`` takes."""
+
+    partitions: Path
+    out: Path
+    machines: int = 2
+    trainers: int = 1  # per machine
+    epochs: int = 5
+    batch_size: int = 1000
+    fanouts: tuple[int, ...] = (10, 25)
+    hidden: int = 128
+    lr: float = 3e-3
+    policy: str = "rudder"
+    decider: str = "heuristic"
+    buffer: float = 0.25
+    scoring: str = "additive"
+    candidate_window: int = 1
+    overlap: bool | None = None  # None: no overlap for `none` (plain DistDGL), overlap otherwise
+    cluster: str = "auto"
+    bandwidth: str | None = None
+    ip_config: Path | None = None
+    port: int = 30050
+    timeout_s: float = 1800.0
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    record_trace: bool = False
+    verify_features: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        PolicySpec.parse(self.policy)
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout_s} s")
+        if not 1024 <= self.port <= 65000:
+            raise ValueError(f"port must lie in 1024..65000, got {self.port}")
+
+    @property
+    def use_overlap(self) -> bool:
+        return self.overlap if self.overlap is not None else self.policy != "none"
+
+
+class TrainingError(RuntimeError):
+    """The run did not finish; ``report`` says who died and why."""
+
+    def __init__(self, report: RunReport, out: Path):
+        super().__init__(f"training failed: {report.reason} (logs in {out / 'logs'})")
+        self.report = report
+
+
+def _prepare_out(out: Path) -> Path:
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _RUN_OUTPUTS:  # a run directory holds one run: drop the last one's outputs
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    return out
+
+
+def _specs(
+    cfg: TrainConfig, wc: WorkerConfig, cluster: Cluster, run_config: Path, run_id: str
+) -> list[ProcessSpec]:
+    common = {
+        "RUDDER_RUN_CONFIG": str(run_config),
+        "RUDDER_RUN_ID": run_id,
+        "DGL_DIST_MODE": "distributed",
+        "DGL_NUM_SAMPLER": "0",
+        "DGL_NUM_CLIENT": str(wc.num_trainers),
+        "DGL_CONF_PATH": wc.part_config,
+        "DGL_IP_CONFIG": wc.ip_config,
+        "DGL_NUM_SERVER": "1",
+        "DGL_GRAPH_FORMAT": "csc",
+        "DGLBACKEND": "pytorch",
+        "OMP_NUM_THREADS": str(cfg.threads),
+        "PYTHONUNBUFFERED": "1",
+        **cfg.extra_env,
+    }
+    servers, trainers = [], []  # servers first: trainers connect to every server at start-up
+    for m in range(cfg.machines):
+        machine_env = {**common, "RUDDER_MACHINE": str(m)}
+        iface = cluster.interface(m)  # for gloo; the worker finds it by address otherwise
+        if iface:
+            machine_env["GLOO_SOCKET_IFNAME"] = iface
+        name = f"m{m}-server0"
+        env = {
+            **machine_env,
+            "DGL_ROLE": "server",
+            "DGL_SERVER_ID": str(m),
+            "DGL_KEEP_ALIVE": "0",
+            "RUDDER_PROCESS": name,
+        }
+        servers.append(ProcessSpec(name=name, machine=m, argv=WORKER, env=env, role="server"))
+        for t in range(cfg.trainers):
+            name = f"m{m}-trainer{t}"
+            env = {
+                **machine_env,
+                "DGL_ROLE": "client",
+                "DGL_GROUP_ID": "0",
+                "RUDDER_RANK": str(m * cfg.trainers + t),
+                "RUDDER_PROCESS": name,
+            }
+            trainers.append(ProcessSpec(name=name, machine=m, argv=WORKER, env=env, role="trainer"))
+    return servers + trainers
+
+
+def _remove_loopback_shm(run_id: str) -> int:
+    """Shared-memory segments a loopback run left (a clean DGL exit leaves none)."""
+    from rudder.trainer_hooks.dist.loopback import shm_prefix
+
+    removed = 0
+    for f in Path("/dev/shm").glob(shm_prefix(run_id, 0).rsplit("-m", 1)[0] + "-m*"):
+        f.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict:
+    """Run the training job; returns the summary (also in ``out/summary.json``)."""
+    pset = load_partitions(cfg.partitions)
+    if pset.num_parts != cfg.machines:
+        raise ValueError(
+            f"{cfg.partitions} has {pset.num_parts} partitions; DistDGL runs one machine per "
+            f"partition, so use --machines {pset.num_parts} (or partition again)"
+        )
+    out = _prepare_out(cfg.out)
+    run_id = secrets.token_hex(3)
+    for leftover in cleanup_stale():  # of earlier runs that crashed; live runs are left alone
+        log.warning("removed a leftover of a crashed earlier run: %s", leftover)
+    emit = on_event or (lambda line: log.info("%s", line))
+
+    with make_cluster(cfg.cluster, cfg.machines, run_id, cfg.bandwidth, cfg.ip_config) as cluster:
+        loopback = isinstance(cluster, LocalCluster) and cfg.machines > 1
+        ip_config = write_ip_config(cluster, out / "ip_config.txt", cfg.port)
+        wc = WorkerConfig(
+            part_config=str(pset.config),
+            graph_name=pset.graph,
+            parts=tuple(
+                PartInfo(
+                    p.part,
+                    tuple(p.node_range),
+                    p.remote_node_count,
+                    str(pset.root / p.remote_ranking),
+                )
+                for p in pset.partitions
+            ),
+            feat_dim=pset.feat_dim,
+            num_classes=pset.num_classes,
+            num_nodes=pset.num_nodes,
+            num_edges=pset.num_edges,
+            ip_config=str(ip_config),
+            out_dir=str(out),
+            num_machines=cfg.machines,
+            trainers_per_machine=cfg.trainers,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            fanouts=cfg.fanouts,
+            hidden=cfg.hidden,
+            lr=cfg.lr,
+            policy=cfg.policy,
+            decider=cfg.decider,
+            buffer_fraction=cfg.buffer,
+            scoring=cfg.scoring,
+            candidate_window=cfg.candidate_window,
+            overlap=cfg.use_overlap,
+            verify_features=cfg.verify_features,
+            record_trace=cfg.record_trace,
+            device=cfg.device,
+            seed=cfg.seed,
+            threads_per_trainer=cfg.threads,
+            loopback=loopback,
+        )
+        run_config = out / "run.json"
+        wc.save(run_config)
+        mode = type(cluster).__name__
+        emit(
+            f"run {run_id}: {cfg.machines} machines x {cfg.trainers} trainers ({mode}"
+            f"{', ' + cfg.bandwidth if cfg.bandwidth else ''}), policy {cfg.policy}, "
+            f"{cfg.epochs} epochs"
+        )
+        # The supervisor logs its own events (starts, exits, stops).
+        with Supervisor(cluster, out / "logs", timeout_s=cfg.timeout_s) as sup:
+            for spec in _specs(cfg, wc, cluster, run_config, run_id):
+                sup.start(spec)
+            report = sup.wait()
+    if loopback:
+        n = _remove_loopback_shm(run_id)
+        if n:
+            log.warning("removed %d shared-memory segments the run left in /dev/shm", n)
+    if not report.ok:
+        write_summary(out, {"ok": False, "reason": report.reason, "run_id": run_id})
+        raise TrainingError(report, out)
+    summary = summarize(cfg, wc, report, out, run_id=run_id, cluster_mode=mode)
+    write_summary(out, summary)
+    return summary

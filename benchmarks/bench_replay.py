@@ -1,7 +1,7 @@
 """Replay throughput: how fast each policy runs over a recorded trace.
 
-Uses the trace directory given (default: the main job's, runs/quickstart/trace; synthesised
-with `rudder trace synth` defaults if missing) and reports remote ids per second per policy.
+Uses the trace directory given (default: runs/bench-replay/trace, synthesised with
+`rudder trace synth` defaults if missing) and reports remote ids per second per policy.
 
     .venv/bin/python benchmarks/bench_replay.py [--trace DIR] [--buffer 0.25] [--json out.json]
 """
@@ -24,7 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--trace", type=Path, default=Path("runs/quickstart/trace"))
+    ap.add_argument("--trace", type=Path, default=Path("runs/bench-replay/trace"))
     ap.add_argument("--buffer", type=float, default=0.25)
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()

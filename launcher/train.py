@@ -172,6 +172,11 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             f"{cfg.partitions} has {pset.num_parts} partitions; DistDGL runs one machine per "
             f"partition, so use --machines {pset.num_parts} (or partition again)"
         )
+    if cfg.device == "cuda" and cfg.cluster != "ssh":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda, but torch sees no CUDA device on this host")
     out = _prepare_out(cfg.out)
     run_id = secrets.token_hex(3)
     for leftover in cleanup_stale():  # of earlier runs that crashed; live runs are left alone

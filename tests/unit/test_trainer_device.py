@@ -1,0 +1,60 @@
+from unittest import mock
+
+import pytest
+import torch
+
+from rudder.trainer_hooks.dist.config import PartInfo, WorkerConfig
+from rudder.trainer_hooks.dist.trainer import select_device
+
+
+def _cfg(device, trainers=2):
+    parts = tuple(PartInfo(p, (p * 10, p * 10 + 10), 5, "r.npy") for p in range(2))
+    return WorkerConfig(
+        part_config="p.json",
+        graph_name="g",
+        parts=parts,
+        feat_dim=4,
+        num_classes=2,
+        num_nodes=20,
+        num_edges=40,
+        ip_config="ip",
+        out_dir="o",
+        num_machines=2,
+        trainers_per_machine=trainers,
+        device=device,
+    )
+
+
+def test_cpu_needs_no_device():
+    assert select_device(_cfg("cpu"), rank=3) is None
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with (
+        mock.patch.object(torch.cuda, "is_available", return_value=False),
+        pytest.raises(RuntimeError, match="no CUDA device"),
+    ):
+        select_device(_cfg("cuda"), rank=0)
+
+
+def test_one_gpu_per_trainer_on_a_machine():
+    with (
+        mock.patch.object(torch.cuda, "is_available", return_value=True),
+        mock.patch.object(torch.cuda, "device_count", return_value=2),
+    ):
+        # Ranks 2 and 3 are machine 1's trainers 0 and 1.
+        assert [select_device(_cfg("cuda"), r).index for r in (2, 3)] == [0, 1]
+
+
+def test_config_rejects_what_training_cannot_do():
+    with pytest.raises(ValueError, match="offline bound"):
+        WorkerConfig(**_fields(policy="belady"))
+    with pytest.raises(ValueError, match="2 machines need 2 partitions"):
+        WorkerConfig(**_fields(parts=(PartInfo(0, (0, 5), 1, "r"),)))
+
+
+def _fields(**over):
+    cfg = _cfg("cpu")
+    base = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+    base.update(over)
+    return base

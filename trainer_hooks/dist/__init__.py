@@ -1,0 +1,1 @@
+"""The DistDGL side of the trainer hook: the only part of trainer_hooks that imports dgl."""

@@ -1,0 +1,93 @@
+"""What one trainer (or server) process of a run needs to know, as a typed, JSON-able config.
+
+The launcher writes one :class:`WorkerConfig` per run (``run.json``); every process reads it,
+plus the few per-process facts (role, rank, machine) from its environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rudder.trainer_hooks.policies.registry import PolicySpec
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One partition, as the launcher resolved it from ``rudder graph partition``'s output."""
+
+    part: int
+    node_range: tuple[int, int]  # DistDGL's relabelled ids this partition owns: [lo, hi)
+    remote_node_count: int  # reachable remote nodes: buffer fractions are of this
+    remote_ranking: str  # .npy of those nodes by decreasing degree (absolute path)
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class WorkerConfig:
+    """A training run as the worker processes see it."""
+
+    part_config: str  # DGL's partition json (absolute)
+    graph_name: str
+    parts: tuple[PartInfo, ...]
+    feat_dim: int
+    num_classes: int
+    num_nodes: int
+    num_edges: int
+    ip_config: str  # DGL's ip_config file (absolute)
+    out_dir: str  # run directory (absolute)
+    num_machines: int
+    trainers_per_machine: int
+    epochs: int = 5
+    batch_size: int = 1000
+    fanouts: tuple[int, ...] = (10, 25)
+    hidden: int = 128
+    lr: float = 3e-3
+    policy: str = "rudder"
+    decider: str = "heuristic"
+    buffer_fraction: float = 0.25
+    scoring: str = "additive"
+    candidate_window: int = 1
+    overlap: bool = True  # prepare minibatch i+1 while i trains (False: the plain DistDGL loop)
+    verify_features: bool = False  # also do a plain pull and compare (tests, debugging)
+    record_trace: bool = False  # write access traces to <out_dir>/trace
+    device: str = "cpu"
+    seed: int = 0
+    threads_per_trainer: int = 1  # torch intra-op threads
+    dist_timeout_s: float = 300.0
+    loopback: bool = False  # all machines on 127.0.0.1 (needs the DGL patches)
+
+    def __post_init__(self) -> None:
+        PolicySpec.parse(self.policy)
+        if self.policy in ("belady", "infinite"):
+            raise ValueError(f"{self.policy} is an offline bound: use it with `rudder replay`")
+        if self.num_machines < 1 or self.trainers_per_machine < 1:
+            raise ValueError("need at least one machine and one trainer per machine")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch size must be >= 1")
+        if not 0.0 <= self.buffer_fraction <= 1.0:
+            raise ValueError(f"buffer fraction must lie in [0, 1], got {self.buffer_fraction}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+        if len(self.parts) != self.num_machines:
+            raise ValueError(
+                f"{self.num_machines} machines need {self.num_machines} partitions, "
+                f"the partition set has {len(self.parts)}"
+            )
+
+    @property
+    def num_trainers(self) -> int:
+        return self.num_machines * self.trainers_per_machine
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> WorkerConfig:
+        data = json.loads(Path(path).read_text())
+        data["fanouts"] = tuple(data["fanouts"])
+        data["parts"] = tuple(
+            PartInfo(**{**p, "node_range": tuple(p["node_range"])}) for p in data["parts"]
+        )
+        return cls(**data)

@@ -1,0 +1,74 @@
+"""Entry point of every process the launcher starts: ``python -m rudder.trainer_hooks.dist.worker``.
+
+The role comes from DGL's own variable ``DGL_ROLE`` (``server`` or ``client``), the run from
+``RUDDER_RUN_CONFIG`` (a :class:`WorkerConfig` json), the trainer's global rank from
+``RUDDER_RANK``. A server runs DistDGL's graph/KV server until every trainer has finished; a
+trainer trains and writes its results under the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+log = logging.getLogger("rudder.worker")
+
+
+def machine_interface(ip_config: str, machine: int) -> str:
+    """The network interface holding this machine's address in DGL's ip_config.
+
+    gloo must be told which interface to use (``GLOO_SOCKET_IFNAME``); otherwise it resolves
+    the host name, which inside an emulated machine points nowhere useful.
+    """
+    import psutil
+
+    lines = [ln.split() for ln in open(ip_config) if ln.strip()]
+    ip = lines[machine][0]
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address == ip for a in addrs):
+            return name
+    raise RuntimeError(f"no local interface holds {ip} (machine {machine} in {ip_config})")
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s [{os.environ.get('RUDDER_PROCESS', '?')}] %(name)s: "
+        "%(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    from rudder.trainer_hooks.dist.config import WorkerConfig
+
+    cfg = WorkerConfig.load(os.environ["RUDDER_RUN_CONFIG"])
+    if cfg.loopback:
+        from rudder.trainer_hooks.dist import loopback
+
+        loopback.apply(int(os.environ["RUDDER_MACHINE"]), os.environ.get("RUDDER_RUN_ID"))
+    if os.environ.get("DGL_ROLE") == "server":
+        import dgl
+        import torch
+
+        torch.set_num_threads(1)
+        dgl.seed(cfg.seed)
+        dgl.distributed.initialize(cfg.ip_config)  # serves until all trainers exit, then exits
+        return 0
+    from rudder.trainer_hooks.dist.trainer import train
+
+    os.environ.setdefault(
+        "GLOO_SOCKET_IFNAME", machine_interface(cfg.ip_config, int(os.environ["RUDDER_MACHINE"]))
+    )
+    try:
+        train(cfg, rank=int(os.environ["RUDDER_RANK"]))
+    except BaseException:
+        # DGL's exit handler waits for every other client; after a failure it would hang for
+        # ever. Report and leave at once: the launcher sees the exit code and stops the run.
+        log.exception("trainer failed")
+        logging.shutdown()
+        os._exit(1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -34,155 +34,32 @@ import selectors
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
 from rudder.launcher.cluster import DEFAULT_SUBNET, ClusterError, ProcessSpec, _check_machine
+from rudder.launcher.nettools import (
+    TBF_LATENCY,
+    delete_netns,
+    exec_in,
+    kill_and_wait,
+    list_netns,
+    parse_rate,
+    pids_in_netns,
+    run,
+    tbf_burst_bytes,
+)
 
 log = logging.getLogger(__name__)
 
-NETNS_DIR = Path("/run/netns")  # where `ip netns` mounts named namespaces
 STATE_DIR = Path("/run/rudder")  # one JSON file per run: its owner, to tell live from stale
 MACHINE_IFNAME = "eth0"
 _HUB_BRIDGE = "br0"
 _TOOLS = ("ip", "tc", "unshare", "nsenter", "mount")
 
-# tbf passes veth's GSO packets (up to 64 KiB) whole only if the bucket holds one; a smaller
-# bucket makes it segment them in software. One TCP stream at 10gbit measured 2.9 Gbit/s with
-# a 16 KiB bucket, 5.2 with 64 KiB, 7.4 with 128 KiB, 8.5-9.5 with 1 ms (1.25 MB); at 1gbit
-# every bucket gave 0.94-0.96 (the rate less headers). A transfer of S bytes takes
-# (S - burst) / rate, so the bucket's error is at most max(1 ms, 128 KiB / rate).
-_BURST_FLOOR_BYTES = 128 * 1024
-_BURST_TIME_S = 0.001
-# Queue a tbf holds before dropping, as delay at the rate: 2 ms dropped TCP segments at 1gbit,
-# 10 ms barely; 20 ms leaves room for several senders converging on one machine.
-_TBF_LATENCY = "20ms"
-
-_RATE_UNITS = {
-    "bit": 1,
-    "kbit": 10**3,
-    "mbit": 10**6,
-    "gbit": 10**9,
-    "tbit": 10**12,
-    "kibit": 2**10,
-    "mibit": 2**20,
-    "gibit": 2**30,
-    "tibit": 2**40,
-    "bps": 8,
-    "kbps": 8 * 10**3,
-    "mbps": 8 * 10**6,
-    "gbps": 8 * 10**9,
-    "tbps": 8 * 10**12,
-}
-_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
 _SHM_SIZE_RE = re.compile(r"^\d+(?:[kmgKMG%])?$")
-
-
-def parse_rate(text: str) -> int:
-    """Bits per second from tc rate syntax: ``"1gbit"``, ``"50mbit"``, ``"125mbps"`` (bytes)."""
-    m = _RATE_RE.match(text)
-    unit = m.group(2).lower() if m else ""
-    if not m or unit not in _RATE_UNITS:
-        raise ValueError(
-            f"bad bandwidth {text!r}: expected a number and a tc unit, e.g. '1gbit', '500mbit'"
-            f" (units: {', '.join(_RATE_UNITS)}; 'bps' means bytes per second)"
-        )
-    bits = int(float(m.group(1)) * _RATE_UNITS[unit])
-    if bits < 8000:
-        raise ValueError(f"bandwidth {text!r} is below 8 kbit/s")
-    return bits
-
-
-def tbf_burst_bytes(rate_bits: int) -> int:
-    """The tbf bucket for ``rate_bits`` per second: one GSO packet or 1 ms of traffic."""
-    return max(_BURST_FLOOR_BYTES, int(rate_bits / 8 * _BURST_TIME_S))
-
-
-def _run(argv: list[str], timeout_s: float = 15.0) -> str:
-    try:
-        proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s
-        )
-    except subprocess.TimeoutExpired as e:
-        raise ClusterError(f"`{' '.join(argv)}` did not finish within {timeout_s:g} s") from e
-    except OSError as e:
-        raise ClusterError(f"`{' '.join(argv)}` could not run: {e}") from e
-    if proc.returncode != 0:
-        msg = (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"
-        raise ClusterError(f"`{' '.join(argv)}` failed: {msg}")
-    return proc.stdout
-
-
-# -- namespaces and the processes inside them ------------------------------------------------
-
-
-def _list_netns() -> list[str]:
-    try:
-        return sorted(p.name for p in NETNS_DIR.iterdir())
-    except FileNotFoundError:
-        return []
-
-
-def _netns_key(path: str | Path) -> tuple[int, int] | None:
-    """Identity of a network namespace file (/run/netns/X or /proc/PID/ns/net)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _pids_in_netns(name: str) -> list[int]:
-    """Every process whose network namespace is the named one (what `ip netns pids` does)."""
-    key = _netns_key(NETNS_DIR / name)
-    if key is None:
-        return []
-    me = os.getpid()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != me and _netns_key(f"/proc/{entry}/ns/net") == key:
-            pids.append(int(entry))
-    return pids
-
-
-def _kill_and_wait(pids: Iterable[int], timeout_s: float = 5.0) -> list[int]:
-    """SIGKILL ``pids`` and wait until they are gone (zombies count as gone); the survivors.
-
-    Polls instead of psutil.wait_procs: that reaps our own children, which would steal their
-    exit status from whoever holds their Popen (the supervisor, a test).
-    """
-    procs = []
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            p = psutil.Process(pid)
-            p.kill()
-            procs.append(p)
-    deadline = time.monotonic() + timeout_s
-    while (alive := [p for p in procs if _is_live(p)]) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return [p.pid for p in alive]
-
-
-def _is_live(p: psutil.Process) -> bool:
-    try:
-        return p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _delete_netns(name: str) -> None:
-    """Kill every process inside the named namespace, then delete it (its links go with it)."""
-    left = _kill_and_wait(_pids_in_netns(name))
-    if left:
-        log.warning("processes %s in netns %s survived SIGKILL", left, name)
-    if (NETNS_DIR / name).exists():
-        _run(["ip", "netns", "delete", name])
-
-
-def _exec_in(netns: str, script: str) -> None:
-    _run(["ip", "netns", "exec", netns, "sh", "-c", script])
 
 
 # Writes to /proc/sys/net act on the writer's network namespace. "all" also switches off IPv6
@@ -368,9 +245,7 @@ class EmulatedCluster:
 
     def _set_up(self, timeout_s: float) -> None:
         n = self.names
-        taken = [
-            x for x in [n.hub, *map(n.machine, range(self.num_machines))] if x in _list_netns()
-        ]
+        taken = [x for x in [n.hub, *map(n.machine, range(self.num_machines))] if x in list_netns()]
         if taken:
             owner = _read_state(n.state_path)
             who = (
@@ -382,15 +257,15 @@ class EmulatedCluster:
         self._step("writing the run's state file", self._write_state, self._remove_state)
         self._step(
             f"creating hub namespace {n.hub}",
-            lambda: _run(["ip", "netns", "add", n.hub]),
-            lambda: _delete_netns(n.hub),
+            lambda: run(["ip", "netns", "add", n.hub]),
+            lambda: delete_netns(n.hub),
         )
-        self._step("switching off IPv6 in the hub", lambda: _exec_in(n.hub, _NO_IPV6), None)
+        self._step("switching off IPv6 in the hub", lambda: exec_in(n.hub, _NO_IPV6), None)
         self._step(
             "creating the bridge",
             lambda: (
-                _run(["ip", "-n", n.hub, "link", "add", _HUB_BRIDGE, "type", "bridge"]),
-                _run(["ip", "-n", n.hub, "link", "set", _HUB_BRIDGE, "up"]),
+                run(["ip", "-n", n.hub, "link", "add", _HUB_BRIDGE, "type", "bridge"]),
+                run(["ip", "-n", n.hub, "link", "set", _HUB_BRIDGE, "up"]),
             ),
             None,
         )
@@ -401,8 +276,8 @@ class EmulatedCluster:
         hub, ns, port = self.names.hub, self.names.machine(i), f"m{i}"
         self._step(
             f"creating namespace {ns}",
-            lambda: _run(["ip", "netns", "add", ns]),
-            lambda: _delete_netns(ns),
+            lambda: run(["ip", "netns", "add", ns]),
+            lambda: delete_netns(ns),
         )
         # The holder first: it switches IPv6 off before eth0 exists.
         self._step(
@@ -417,11 +292,11 @@ class EmulatedCluster:
         self._step(
             f"linking machine {i} to the bridge",
             lambda: (
-                _run([*link, "peer", "name", MACHINE_IFNAME, "netns", ns]),
-                _run(["ip", "-n", hub, "link", "set", port, "master", _HUB_BRIDGE, "up"]),
-                _run(["ip", "-n", ns, "addr", "add", f"{ip}/{plen}", "dev", MACHINE_IFNAME]),
-                _run(["ip", "-n", ns, "link", "set", MACHINE_IFNAME, "up"]),
-                _run(["ip", "-n", ns, "link", "set", "lo", "up"]),
+                run([*link, "peer", "name", MACHINE_IFNAME, "netns", ns]),
+                run(["ip", "-n", hub, "link", "set", port, "master", _HUB_BRIDGE, "up"]),
+                run(["ip", "-n", ns, "addr", "add", f"{ip}/{plen}", "dev", MACHINE_IFNAME]),
+                run(["ip", "-n", ns, "link", "set", MACHINE_IFNAME, "up"]),
+                run(["ip", "-n", ns, "link", "set", "lo", "up"]),
             ),
             None,  # deleting either namespace deletes the veth pair
         )
@@ -430,8 +305,8 @@ class EmulatedCluster:
             self._step(
                 f"shaping machine {i}'s link to {self.bandwidth}",
                 lambda: (
-                    _run(["tc", "-n", ns, "qdisc", "add", "dev", MACHINE_IFNAME, *tbf]),
-                    _run(["tc", "-n", hub, "qdisc", "add", "dev", port, *tbf]),
+                    run(["tc", "-n", ns, "qdisc", "add", "dev", MACHINE_IFNAME, *tbf]),
+                    run(["tc", "-n", hub, "qdisc", "add", "dev", port, *tbf]),
                 ),
                 None,
             )
@@ -440,7 +315,7 @@ class EmulatedCluster:
         assert self.rate_bits is not None
         burst = tbf_burst_bytes(self.rate_bits)
         rate = f"{self.rate_bits}bit"
-        return ["root", "tbf", "rate", rate, "burst", str(burst), "latency", _TBF_LATENCY]
+        return ["root", "tbf", "rate", rate, "burst", str(burst), "latency", TBF_LATENCY]
 
     def _write_state(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -494,7 +369,7 @@ class EmulatedCluster:
         """Signal every process inside the machines' namespaces except the holders."""
         holders = {h.pid for h in self._holders}
         for i in range(len(self._holders)):
-            for pid in _pids_in_netns(self.names.machine(i)):
+            for pid in pids_in_netns(self.names.machine(i)):
                 if pid not in holders:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, sig)
@@ -541,7 +416,7 @@ class EmulatedCluster:
         if not ok:
             return False, reason
         probe = f"rudder-probe-{os.getpid()}"
-        tbf = ["root", "tbf", "rate", "1gbit", "burst", "131072", "latency", _TBF_LATENCY]
+        tbf = ["root", "tbf", "rate", "1gbit", "burst", "131072", "latency", TBF_LATENCY]
         in_probe = ["ip", "netns", "exec", probe, "unshare", "--mount", "--propagation", "private"]
         steps = [
             ["ip", "netns", "add", probe],
@@ -552,12 +427,12 @@ class EmulatedCluster:
         ]
         try:
             for argv in steps:
-                _run(argv)
+                run(argv)
         except ClusterError as e:
             return False, str(e)
         finally:
             with contextlib.suppress(ClusterError):
-                _delete_netns(probe)
+                delete_netns(probe)
         return True, "network namespaces, veth, bridge, tbf and tmpfs mounts work"
 
 
@@ -589,12 +464,12 @@ def cleanup_stale(prefix: str = "rudder") -> list[str]:
     holder_re = re.compile(rf"^{re.escape(prefix)}-holder-([0-9a-f]{{8}})-m\d+$")
 
     by_tag: dict[str, list[str]] = {}
-    for name in _list_netns():
+    for name in list_netns():
         if m := run_re.match(name):
             by_tag.setdefault(m.group(1), []).append(name)
         elif (m := probe_re.match(name)) and not psutil.pid_exists(int(m.group(1))):
             try:
-                _delete_netns(name)
+                delete_netns(name)
                 removed.append(f"netns {name}")
             except ClusterError as e:
                 log.warning("could not remove netns %s: %s", name, e)
@@ -617,12 +492,12 @@ def cleanup_stale(prefix: str = "rudder") -> list[str]:
             )
             continue
         for p in holders.get(tag, ()):
-            _kill_and_wait([p.pid])
+            kill_and_wait([p.pid])
             removed.append(f"holder process {p.pid}")
         # Machines before the hub: their processes die before their links do.
         for name in sorted(by_tag.get(tag, ()), key=lambda s: s.endswith("-hub")):
             try:
-                _delete_netns(name)
+                delete_netns(name)
                 removed.append(f"netns {name}")
             except ClusterError as e:
                 log.warning("could not remove netns %s: %s", name, e)

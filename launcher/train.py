@@ -27,8 +27,7 @@ from rudder.launcher.cluster import (
 )
 from rudder.launcher.summary import summarize, write_summary
 from rudder.launcher.supervisor import RunReport, Supervisor
-from rudder.trainer_hooks.dist.config import PartInfo, WorkerConfig
-from rudder.trainer_hooks.policies.registry import PolicySpec
+from rudder.trainer_hooks.dist.config import PartInfo, TrainingOptions, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,45 +45,25 @@ _RUN_OUTPUTS = (
 
 @dataclass(kw_only=True, slots=True, frozen=True)
 class TrainConfig:
-    """Everything ``rudder train`` takes."""
+    """Everything ``rudder train`` takes: where to run, and how to train (``options``)."""
 
     partitions: Path
     out: Path
     machines: int = 2
     trainers: int = 1  # per machine
-    epochs: int = 5
-    batch_size: int = 1000
-    fanouts: tuple[int, ...] = (10, 25)
-    hidden: int = 128
-    lr: float = 3e-3
-    policy: str = "rudder"
-    decider: str = "heuristic"
-    buffer: float = 0.25
-    scoring: str = "additive"
-    candidate_window: int = 1
-    overlap: bool | None = None  # None: no overlap for `none` (plain DistDGL), overlap otherwise
+    options: TrainingOptions = field(default_factory=TrainingOptions)
     cluster: str = "auto"
     bandwidth: str | None = None
     ip_config: Path | None = None
     port: int = 30050
     timeout_s: float = 1800.0
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 1
-    record_trace: bool = False
-    verify_features: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        PolicySpec.parse(self.policy)
         if self.timeout_s <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout_s} s")
         if not 1024 <= self.port <= 65000:
             raise ValueError(f"port must lie in 1024..65000, got {self.port}")
-
-    @property
-    def use_overlap(self) -> bool:
-        return self.overlap if self.overlap is not None else self.policy != "none"
 
 
 class TrainingError(RuntimeError):
@@ -121,7 +100,7 @@ def _specs(
         "DGL_NUM_SERVER": "1",
         "DGL_GRAPH_FORMAT": "csc",
         "DGLBACKEND": "pytorch",
-        "OMP_NUM_THREADS": str(cfg.threads),
+        "OMP_NUM_THREADS": str(cfg.options.threads_per_trainer),
         "PYTHONUNBUFFERED": "1",
         **cfg.extra_env,
     }
@@ -172,7 +151,7 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             f"{cfg.partitions} has {pset.num_parts} partitions; DistDGL runs one machine per "
             f"partition, so use --machines {pset.num_parts} (or partition again)"
         )
-    if cfg.device == "cuda" and cfg.cluster != "ssh":
+    if cfg.options.device == "cuda" and cfg.cluster != "ssh":
         import torch
 
         if not torch.cuda.is_available():
@@ -206,22 +185,7 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             out_dir=str(out),
             num_machines=cfg.machines,
             trainers_per_machine=cfg.trainers,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            fanouts=cfg.fanouts,
-            hidden=cfg.hidden,
-            lr=cfg.lr,
-            policy=cfg.policy,
-            decider=cfg.decider,
-            buffer_fraction=cfg.buffer,
-            scoring=cfg.scoring,
-            candidate_window=cfg.candidate_window,
-            overlap=cfg.use_overlap,
-            verify_features=cfg.verify_features,
-            record_trace=cfg.record_trace,
-            device=cfg.device,
-            seed=cfg.seed,
-            threads_per_trainer=cfg.threads,
+            options=cfg.options,
             loopback=loopback,
         )
         run_config = out / "run.json"
@@ -229,8 +193,8 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
         mode = type(cluster).__name__
         emit(
             f"run {run_id}: {cfg.machines} machines x {cfg.trainers} trainers ({mode}"
-            f"{', ' + cfg.bandwidth if cfg.bandwidth else ''}), policy {cfg.policy}, "
-            f"{cfg.epochs} epochs"
+            f"{', ' + cfg.bandwidth if cfg.bandwidth else ''}), policy {cfg.options.policy}, "
+            f"{cfg.options.epochs} epochs"
         )
         # The supervisor logs its own events (starts, exits, stops).
         with Supervisor(cluster, out / "logs", timeout_s=cfg.timeout_s) as sup:

@@ -103,13 +103,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from rudder.launcher.train import TrainConfig, TrainingError, run
+    from rudder.trainer_hooks.dist.config import TrainingOptions
 
     cluster = "ssh" if args.ip_config and args.cluster == "auto" else args.cluster
-    cfg = TrainConfig(
-        partitions=args.partitions,
-        out=args.out,
-        machines=args.machines,
-        trainers=args.trainers,
+    options = TrainingOptions(
         epochs=args.epochs,
         batch_size=args.batch_size,
         fanouts=args.fanouts,
@@ -117,20 +114,27 @@ def run_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         policy=args.policy,
         decider=args.decider,
-        buffer=args.buffer,
+        buffer_fraction=args.buffer,
         scoring=args.scoring,
         candidate_window=args.candidate_window,
         overlap=args.overlap,
+        verify_features=args.verify_features,
+        record_trace=args.record_trace,
+        device=args.device,
+        seed=args.seed,
+        threads_per_trainer=args.threads,
+    )
+    cfg = TrainConfig(
+        partitions=args.partitions,
+        out=args.out,
+        machines=args.machines,
+        trainers=args.trainers,
+        options=options,
         cluster=cluster,
         bandwidth=args.bandwidth,
         ip_config=args.ip_config,
         port=args.port,
         timeout_s=args.timeout,
-        seed=args.seed,
-        device=args.device,
-        threads=args.threads,
-        record_trace=args.record_trace,
-        verify_features=args.verify_features,
     )
     try:
         s = run(cfg)

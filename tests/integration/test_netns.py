@@ -22,7 +22,8 @@ from rudder.launcher.cluster import (
     make_cluster,
     write_ip_config,
 )
-from rudder.launcher.netns import NETNS_DIR, STATE_DIR, parse_rate, run_tag, tbf_burst_bytes
+from rudder.launcher.netns import STATE_DIR, run_tag
+from rudder.launcher.nettools import NETNS_DIR, parse_rate, tbf_burst_bytes
 from rudder.launcher.supervisor import Supervisor
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,7 @@ from unittest import mock
 import pytest
 import torch
 
-from rudder.trainer_hooks.dist.config import PartInfo, WorkerConfig
+from rudder.trainer_hooks.dist.config import PartInfo, TrainingOptions, WorkerConfig
 from rudder.trainer_hooks.dist.trainer import select_device
 
 
@@ -21,7 +21,7 @@ def _cfg(device, trainers=2):
         out_dir="o",
         num_machines=2,
         trainers_per_machine=trainers,
-        device=device,
+        options=TrainingOptions(device=device),
     )
 
 
@@ -48,7 +48,7 @@ def test_one_gpu_per_trainer_on_a_machine():
 
 def test_config_rejects_what_training_cannot_do():
     with pytest.raises(ValueError, match="offline bound"):
-        WorkerConfig(**_fields(policy="belady"))
+        TrainingOptions(policy="belady")
     with pytest.raises(ValueError, match="2 machines need 2 partitions"):
         WorkerConfig(**_fields(parts=(PartInfo(0, (0, 5), 1, "r"),)))
 

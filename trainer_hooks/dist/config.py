@@ -25,8 +25,46 @@ class PartInfo:
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
+class TrainingOptions:
+    """How to train: what ``rudder train`` takes and hands to every trainer unchanged."""
+
+    epochs: int = 5
+    batch_size: int = 1000
+    fanouts: tuple[int, ...] = (10, 25)
+    hidden: int = 128
+    lr: float = 3e-3
+    policy: str = "rudder"
+    decider: str = "heuristic"
+    buffer_fraction: float = 0.25
+    scoring: str = "additive"
+    candidate_window: int = 1
+    overlap: bool | None = None  # look-ahead prefetching; None: all policies but `none`
+    verify_features: bool = False  # also do a plain pull and compare (tests, debugging)
+    record_trace: bool = False  # write access traces to <out_dir>/trace
+    device: str = "cpu"
+    seed: int = 0
+    threads_per_trainer: int = 1  # torch intra-op threads
+
+    def __post_init__(self) -> None:
+        PolicySpec.parse(self.policy)
+        if self.policy in ("belady", "infinite"):
+            raise ValueError(f"{self.policy} is an offline bound: use it with `rudder replay`")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch size must be >= 1")
+        if not 0.0 <= self.buffer_fraction <= 1.0:
+            raise ValueError(f"buffer fraction must lie in [0, 1], got {self.buffer_fraction}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+
+    @property
+    def use_overlap(self) -> bool:
+        """`none` is DistDGL as is (no look-ahead) unless asked; every other policy overlaps."""
+        return self.overlap if self.overlap is not None else self.policy != "none"
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
 class WorkerConfig:
-    """A training run as the worker processes see it."""
+    """A training run as the worker processes see it: resolved facts plus the options."""
 
     part_config: str  # DGL's partition json (absolute)
     graph_name: str
@@ -39,37 +77,13 @@ class WorkerConfig:
     out_dir: str  # run directory (absolute)
     num_machines: int
     trainers_per_machine: int
-    epochs: int = 5
-    batch_size: int = 1000
-    fanouts: tuple[int, ...] = (10, 25)
-    hidden: int = 128
-    lr: float = 3e-3
-    policy: str = "rudder"
-    decider: str = "heuristic"
-    buffer_fraction: float = 0.25
-    scoring: str = "additive"
-    candidate_window: int = 1
-    overlap: bool = True  # prepare minibatch i+1 while i trains (False: the plain DistDGL loop)
-    verify_features: bool = False  # also do a plain pull and compare (tests, debugging)
-    record_trace: bool = False  # write access traces to <out_dir>/trace
-    device: str = "cpu"
-    seed: int = 0
-    threads_per_trainer: int = 1  # torch intra-op threads
+    options: TrainingOptions = TrainingOptions()
     dist_timeout_s: float = 300.0
     loopback: bool = False  # all machines on 127.0.0.1 (needs the DGL patches)
 
     def __post_init__(self) -> None:
-        PolicySpec.parse(self.policy)
-        if self.policy in ("belady", "infinite"):
-            raise ValueError(f"{self.policy} is an offline bound: use it with `rudder replay`")
         if self.num_machines < 1 or self.trainers_per_machine < 1:
             raise ValueError("need at least one machine and one trainer per machine")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be >= 1")
-        if not 0.0 <= self.buffer_fraction <= 1.0:
-            raise ValueError(f"buffer fraction must lie in [0, 1], got {self.buffer_fraction}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
         if len(self.parts) != self.num_machines:
             raise ValueError(
                 f"{self.num_machines} machines need {self.num_machines} partitions, "
@@ -86,8 +100,9 @@ class WorkerConfig:
     @classmethod
     def load(cls, path: str | Path) -> WorkerConfig:
         data = json.loads(Path(path).read_text())
-        data["fanouts"] = tuple(data["fanouts"])
+        opts = data.pop("options")
+        opts["fanouts"] = tuple(opts["fanouts"])
         data["parts"] = tuple(
             PartInfo(**{**p, "node_range": tuple(p["node_range"])}) for p in data["parts"]
         )
-        return cls(**data)
+        return cls(options=TrainingOptions(**opts), **data)

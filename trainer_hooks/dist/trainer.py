@@ -159,19 +159,19 @@ class Preparer:
 
 def _policy_for(cfg: WorkerConfig, part: int):
     info = cfg.parts[part]
-    spec = PolicySpec.parse(cfg.policy)
+    spec = PolicySpec.parse(cfg.options.policy)
     ranking = np.load(info.remote_ranking) if spec.name in ("static", "periodic") else None
-    capacity = int(round(cfg.buffer_fraction * info.remote_node_count))
-    options = ScoredOptions(scoring=cfg.scoring, candidate_window=cfg.candidate_window)
+    capacity = int(round(cfg.options.buffer_fraction * info.remote_node_count))
+    options = ScoredOptions(scoring=cfg.options.scoring, candidate_window=cfg.options.candidate_window)
     policy = make_policy(spec, capacity, PolicyContext(prefill_ranking=ranking),
                          feat_dim=cfg.feat_dim, options=options)
-    decider_spec = (builtin_decider(spec) or cfg.decider) if policy.uses_decisions else None
+    decider_spec = (builtin_decider(spec) or cfg.options.decider) if policy.uses_decisions else None
     return policy, decider_spec
 
 
 def select_device(cfg: WorkerConfig, rank: int) -> torch.device | None:
     """The trainer's GPU (one per trainer, by its index on the machine), or None on CPU."""
-    if cfg.device == "cpu":
+    if cfg.options.device == "cpu":
         return None
     if not torch.cuda.is_available():
         raise RuntimeError("--device cuda, but torch sees no CUDA device on this machine")
@@ -193,10 +193,10 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
 
     from rudder.trainer_hooks.dist.model import GraphSAGE
 
-    torch.manual_seed(cfg.seed)
-    dgl.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads_per_trainer)
+    torch.manual_seed(cfg.options.seed)
+    dgl.seed(cfg.options.seed)
+    np.random.seed(cfg.options.seed)
+    torch.set_num_threads(cfg.options.threads_per_trainer)
     out = Path(cfg.out_dir)
 
     t_start = time.perf_counter()
@@ -217,7 +217,7 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
     startup_s = time.perf_counter() - t_start
 
     policy, decider_spec = _policy_for(cfg, part)
-    warm_up(cfg.policy, feat_dim=cfg.feat_dim)
+    warm_up(cfg.options.policy, feat_dim=cfg.feat_dim)
     feat = g.ndata["feat"]
     fetcher = BufferedFetcher(policy, pull=lambda ids: feat[ids], owned=cfg.parts[part].node_range)
     t0 = time.perf_counter()
@@ -225,39 +225,39 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
     prefill_s = time.perf_counter() - t0
 
     train_nids = _equal_share(node_split(g.ndata["train_mask"], pb, force_even=True))
-    sampler = dgl.dataloading.NeighborSampler(list(cfg.fanouts))
+    sampler = dgl.dataloading.NeighborSampler(list(cfg.options.fanouts))
     loader = dgl.dataloading.DistNodeDataLoader(
-        g, train_nids, sampler, batch_size=cfg.batch_size, shuffle=True, drop_last=False
+        g, train_nids, sampler, batch_size=cfg.options.batch_size, shuffle=True, drop_last=False
     )
-    per_epoch = -(-train_nids.shape[0] // cfg.batch_size)
+    per_epoch = -(-train_nids.shape[0] // cfg.options.batch_size)
     acct = Accounting(trainer=rank, capacity=policy.capacity, row_bytes=cfg.feat_dim * 4,
-                      total_minibatches=per_epoch * cfg.epochs)
+                      total_minibatches=per_epoch * cfg.options.epochs)
     if pre is not None:
         acct.record_prefill(pre)
     channel = DecisionChannel(make_decider(decider_spec), latency=1) if decider_spec else None
     preparer = Preparer(loader, fetcher, g.ndata["label"], acct, channel,
-                        verify_pull=(lambda ids: feat[ids]) if cfg.verify_features else None,
+                        verify_pull=(lambda ids: feat[ids]) if cfg.options.verify_features else None,
                         device=device)
 
-    model = GraphSAGE(cfg.feat_dim, cfg.hidden, cfg.num_classes, num_layers=len(cfg.fanouts))
+    model = GraphSAGE(cfg.feat_dim, cfg.options.hidden, cfg.num_classes, num_layers=len(cfg.options.fanouts))
     if device is not None:
         model = model.to(device)
     model = torch.nn.parallel.DistributedDataParallel(model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.options.lr)
 
     steps: list[StepLog] = []
     metrics: list[Metrics] = []
-    recorder = Recorder() if cfg.record_trace else None
+    recorder = Recorder() if cfg.options.record_trace else None
     epochs = []
     log.info("trainer %d: partition %d, %d train nodes, %d minibatches/epoch, policy %s "
              "(decider %s), buffer %d rows; start-up %.1f s", rank, part, train_nids.shape[0],
              per_epoch, policy.label, decider_spec, policy.capacity, startup_s)
-    for epoch in range(cfg.epochs):
+    for epoch in range(cfg.options.epochs):
         before = Totals(**asdict(acct.totals))
         t_epoch = time.perf_counter()
         correct = seen = 0
         source = preparer.epoch(epoch)
-        batches = LookAhead(source) if cfg.overlap else source
+        batches = LookAhead(source) if cfg.options.use_overlap else source
         try:
             while True:
                 t0 = time.perf_counter()
@@ -308,7 +308,7 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
             "train_acc": correct / max(seen, 1),
         })
         log.info("trainer %d epoch %d/%d: %.2f s, %.1f%% hits, %d rows fetched, train acc %.3f",
-                 rank, epoch + 1, cfg.epochs, dt,
+                 rank, epoch + 1, cfg.options.epochs, dt,
                  100 * epochs[-1]["hits"] / max(epochs[-1]["remote_inputs"], 1),
                  epochs[-1]["rows_fetched"], epochs[-1]["train_acc"])
 
@@ -329,7 +329,7 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
                    ("sample_s", "pull_s", "hook_s", "label_s", "wait_s", "compute_s")},
         "decisions": len(channel.applied) if channel else 0,
         "replace_decisions": sum(bool(d) for _, d in channel.applied) if channel else 0,
-        "verification": asdict(preparer.verification) if cfg.verify_features else None,
+        "verification": asdict(preparer.verification) if cfg.options.verify_features else None,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "final_loss": steps[-1].loss if steps else None,
     }
@@ -368,14 +368,14 @@ def _write_outputs(cfg: WorkerConfig, rank: int, part: int, result: dict, steps:
         trainer=rank,
         local_nodes=info.node_range[1] - info.node_range[0],
         remote_node_count=info.remote_node_count,
-        fanouts=cfg.fanouts,
-        batch_size=cfg.batch_size,
+        fanouts=cfg.options.fanouts,
+        batch_size=cfg.options.batch_size,
         feat_dim=cfg.feat_dim,
-        epochs=cfg.epochs,
+        epochs=cfg.options.epochs,
         source="distdgl",
         timings="measured",
-        seed=cfg.seed,
-        extra={"policy": cfg.policy, "trainers_per_machine": cfg.trainers_per_machine},
+        seed=cfg.options.seed,
+        extra={"policy": cfg.options.policy, "trainers_per_machine": cfg.trainers_per_machine},
     )
     trace = AccessTrace.build(
         meta,

@@ -51,7 +51,7 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(1)
-        dgl.seed(cfg.seed)
+        dgl.seed(cfg.options.seed)
         dgl.distributed.initialize(cfg.ip_config)  # serves until all trainers exit, then exits
         return 0
     from rudder.trainer_hooks.dist.trainer import train

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from rudder import __version__
-from rudder.cli import graph_cmd, replay_cmd, trace_cmd, train_cmd
+from rudder.cli import graph_cmd, llm_cmd, models_cmd, replay_cmd, trace_cmd, train_cmd
 from rudder.cli.common import UserError
 
 log = logging.getLogger("rudder")
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     graph_cmd.register(sub)
     train_cmd.register(sub)
+    llm_cmd.register(sub)
+    models_cmd.register(sub)
     trace_cmd.register(sub)
     replay_cmd.register(sub)
     return parser

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rudder.trainer_hooks.metrics import Metrics
+from rudder.protocol import Metrics
 
 
 class Decision(enum.Enum):

@@ -10,8 +10,8 @@ methods, ``decision_for(t)`` and ``offer(metrics)``.
 
 from __future__ import annotations
 
+from rudder.protocol import Metrics
 from rudder.trainer_hooks.deciders import Decider, Decision
-from rudder.trainer_hooks.metrics import Metrics
 
 
 class DecisionChannel:

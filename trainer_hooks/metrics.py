@@ -8,65 +8,20 @@ and %-hits are floats, windowed and cumulative.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from rudder.trainer_hooks.policies.base import Plan
+from rudder.protocol import Metrics
+
+if TYPE_CHECKING:  # only for annotations: keeps this module (and deciders) free of numba
+    from rudder.trainer_hooks.policies.base import Plan
 
 DEFAULT_WINDOW = 8  # minibatches in the windowed %-hits and communication
 
 
 def _pct(part: float, whole: float) -> float:
     return 100.0 * part / whole if whole else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Metrics:
-    """What a trainer knows after one minibatch; the body of a metrics message."""
-
-    trainer: int
-    minibatch: int  # 0-based index of this minibatch in the run
-    epoch: int
-    total_minibatches: int  # minibatches in the whole run (0 if unknown)
-    remote_inputs: int  # remote input nodes of this minibatch
-    local_inputs: int
-    hits: int
-    misses: int
-    extra_rows: int  # rows pulled only to fill the buffer (replacement or prefill)
-    rows_fetched: int  # misses + extra_rows
-    bytes_fetched: int
-    hit_pct: float  # this minibatch, 0..100
-    hit_pct_window: float  # the last `window` minibatches
-    hit_pct_cumulative: float
-    rows_fetched_window: float  # mean rows fetched per minibatch over the window
-    replaced: int  # entries this minibatch's replacement round put in (0 without a round)
-    last_replaced: int  # entries the latest round put in
-    last_replaced_pct: float  # ... as % of capacity
-    since_replacement: int  # minibatches since the latest round (-1: none yet)
-    replacements: int  # rounds so far
-    buffer_capacity: int
-    buffer_fill: int
-    stale_slots: int  # slots a round could refill now (free ones included)
-    sample_s: float = 0.0
-    fetch_s: float = 0.0
-    compute_s: float = 0.0
-
-    @property
-    def remaining_minibatches(self) -> int:
-        return max(self.total_minibatches - self.minibatch - 1, 0)
-
-    def to_dict(self) -> dict[str, int | float]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Metrics:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error, not ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown metrics fields: {sorted(unknown)}")
-        return cls(**data)
 
 
 @dataclass(slots=True)

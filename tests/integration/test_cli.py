@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rudder.trainer_hooks.metrics import Metrics
+from rudder.protocol import Metrics
 
 pytestmark = pytest.mark.integration
 

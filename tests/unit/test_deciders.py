@@ -2,13 +2,13 @@ import dataclasses
 
 import pytest
 
+from rudder.protocol import Metrics
 from rudder.trainer_hooks.deciders import (
     Decision,
     Heuristic,
     HeuristicConfig,
     make_decider,
 )
-from rudder.trainer_hooks.metrics import Metrics
 
 
 def metrics(**kw) -> Metrics:

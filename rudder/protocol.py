@@ -56,3 +56,32 @@ class Metrics:
         if unknown:
             raise ValueError(f"unknown metrics fields: {sorted(unknown)}")
         return cls(**data)
+
+
+DECISIONS = ("replace", "skip")
+DIRECTIONS = ("increase", "decrease", "stagnant")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDecision:
+    """What the agent answers for one trainer: the body of a decision message."""
+
+    trainer: int
+    minibatch: int  # the minibatch whose metrics the decision was made on
+    decision: str  # "replace" or "skip" (an invalid answer is "skip")
+    valid: bool  # the decider's answer was well-formed
+    reason: str = ""
+    expected_hit_pct: str | None = None  # "increase", "decrease" or "stagnant"
+    expected_communication: str | None = None
+    latency_s: float = 0.0  # from the metrics arriving to the decision being ready
+
+    def __post_init__(self) -> None:
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
+        for name in ("expected_hit_pct", "expected_communication"):
+            value = getattr(self, name)
+            if value is not None and value not in DIRECTIONS:
+                raise ValueError(f"{name} must be one of {DIRECTIONS}, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

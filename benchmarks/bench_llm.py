@@ -29,7 +29,7 @@ from rudder.llm import models
 from rudder.llm.embedded import answers
 from rudder.llm.engine import Engine
 from rudder.prompts import DECISION_SCHEMA as SCHEMA
-from rudder.prompts import decision_messages, load
+from rudder.prompts import decision_messages, load, metrics_history
 from rudder.trainer_hooks.replay import ReplayConfig, replay
 from rudder.trainer_hooks.trace import load_trace
 
@@ -47,7 +47,9 @@ def decision_prompts(n: int) -> list[list[dict]]:
     records = [m.to_dict() for m in metrics]
     step = max(1, len(records) // (n + 1))
     return [
-        decision_messages(prompt, records[i * step], records[max(0, i * step - 4) : i * step])
+        decision_messages(
+            prompt, records[i * step], metrics_history(records[max(0, i * step - 4) : i * step])
+        )
         for i in range(1, n + 1)
     ]
 

@@ -62,26 +62,30 @@ DECISION_SCHEMA = {
 }
 
 
-def decision_messages(prompt: DecisionPrompt, current: dict, history: list[dict]) -> list[dict]:
+def decision_messages(prompt: DecisionPrompt, current: dict, history: list[str]) -> list[dict]:
     """Chat messages for one decision: the static system text, then the metrics.
 
-    ``current`` and ``history`` are metrics records (the fields of a metrics-trace line);
-    history is oldest first.
+    ``current`` is a metrics record (the fields of a metrics-trace line); ``history`` holds
+    ready lines about earlier decisions and their effects, oldest first.
     """
-    lines = [
-        f"- minibatch {h['minibatch']}: "
-        + (f"replaced {h['replaced']} rows" if h.get("replaced") else "no replacement")
-        + f"; hit_pct {h['hit_pct']:.1f}, rows_fetched {h['rows_fetched']}"
-        for h in history
-    ]
     since = current.get("since_replacement", -1)
     fields = {
         **current,
         "remaining_minibatches": max(current["total_minibatches"] - current["minibatch"] - 1, 0),
         "since_replacement_text": "none yet" if since < 0 else f"{since} minibatches ago",
-        "history": "\n".join(lines) or "- none yet",
+        "history": "\n".join(history) or "- none yet",
     }
     return [
         {"role": "system", "content": prompt.system},
         {"role": "user", "content": prompt.user(fields)},
+    ]
+
+
+def metrics_history(records: list[dict]) -> list[str]:
+    """History lines from bare metrics records (when no decision history exists)."""
+    return [
+        f"- minibatch {h['minibatch']}: "
+        + (f"replaced {h['replaced']} rows" if h.get("replaced") else "no replacement")
+        + f"; hit_pct {h['hit_pct']:.1f}, rows_fetched {h['rows_fetched']}"
+        for h in records
     ]

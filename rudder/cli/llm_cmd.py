@@ -85,7 +85,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
     from rudder.llm.embedded import llm_available
     from rudder.llm.models import DEFAULT_MODEL
-    from rudder.prompts import DECISION_SCHEMA, decision_messages, load
+    from rudder.prompts import DECISION_SCHEMA, decision_messages, load, metrics_history
 
     if (args.metrics is None) == (args.question is None):
         raise UserError("give either a question or --metrics FILE")
@@ -102,7 +102,7 @@ def run_ask(args: argparse.Namespace) -> int:
         messages = decision_messages(
             load(args.prompt) if args.prompt else load(),
             records[at],
-            records[max(0, at - args.history) : at],
+            metrics_history(records[max(0, at - args.history) : at]),
         )
         fmt = DECISION_SCHEMA
     else:

@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from rudder.prompts import DECISION_SCHEMA, DEFAULT_PROMPT, available, decision_messages, load
+from rudder.prompts import (
+    DECISION_SCHEMA,
+    DEFAULT_PROMPT,
+    available,
+    decision_messages,
+    load,
+    metrics_history,
+)
 from rudder.trainer_hooks.replay import ReplayConfig, replay
 from rudder.trainer_hooks.trace import load_trace
 
@@ -22,7 +29,7 @@ def test_the_default_prompt_ships(records):
     assert DEFAULT_PROMPT in available()
     p = load()
     assert "replace" in p.system and "skip" in p.system
-    msgs = decision_messages(p, records[10], records[6:10])
+    msgs = decision_messages(p, records[10], metrics_history(records[6:10]))
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert msgs[0]["content"] == p.system  # a static prefix: identical on every decision
     user = msgs[1]["content"]

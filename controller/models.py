@@ -1,0 +1,135 @@
+"""What answers inside the agent's ``decide`` node: the LLM, a rule, or a classifier.
+
+Every model returns a raw answer for the node to validate: the LLM its reply text (parsed and
+checked against the decision schema, never by substring), rules and classifiers a ready dict.
+Rules and classifiers state the effect they imply (replace: %-hits up, communication down;
+skip: both stagnant), so Pass@1 means the same thing for every decider.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rudder.prompts import DECISION_SCHEMA, DEFAULT_PROMPT, decision_messages, load
+from rudder.protocol import DECISIONS, DIRECTIONS, Metrics
+from rudder.trainer_hooks.deciders import Decider, make_decider
+
+log = logging.getLogger(__name__)
+
+IMPLIED = {"replace": ("increase", "decrease"), "skip": ("stagnant", "stagnant")}
+REASON_CHARS = 200
+
+
+class DecisionModel(Protocol):
+    """Produces one raw answer from the agent state (the metrics and the history lines)."""
+
+    name: str
+
+    def answer(self, current: dict, history: list[str]) -> Any: ...
+
+
+@dataclass(kw_only=True, frozen=True, slots=True)
+class LLMConfig:
+    """How the agent calls its LLM (through the Ollama API)."""
+
+    url: str = "http://127.0.0.1:11434"
+    model: str = "qwen2.5-coder-1.5b"
+    prompt: str = DEFAULT_PROMPT
+    temperature: float = 0.0
+    seed: int = 7
+    num_ctx: int = 2048
+    num_predict: int = 128
+    timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not 256 <= self.num_ctx <= 2048:
+            raise ValueError(
+                f"num_ctx must lie in 256..2048 (the agent's budget), got {self.num_ctx}"
+            )
+        if not 16 <= self.num_predict <= 512:
+            raise ValueError(f"num_predict must lie in 16..512, got {self.num_predict}")
+
+
+class LLMModel:
+    """ChatOllama with the decision prompt and the decision schema as its output format."""
+
+    def __init__(self, config: LLMConfig):
+        from langchain_ollama import ChatOllama
+
+        self.config = config
+        self.name = f"llm:{config.model}"
+        self.prompt = load(config.prompt)
+        self.chat = ChatOllama(
+            model=config.model,
+            base_url=config.url,
+            temperature=config.temperature,
+            seed=config.seed,
+            num_ctx=config.num_ctx,
+            num_predict=config.num_predict,
+            format=DECISION_SCHEMA,
+            client_kwargs={"timeout": config.timeout_s},
+        )
+
+    def messages(self, current: dict, history: list[str]) -> list[dict]:
+        return decision_messages(self.prompt, current, history)
+
+    def answer(self, current: dict, history: list[str]) -> str:
+        msgs = self.messages(current, history)
+        return self.chat.invoke([(m["role"], m["content"]) for m in msgs]).content
+
+
+class RuleModel:
+    """A decider of ``trainer_hooks.deciders`` (or a classifier) behind the model interface."""
+
+    def __init__(self, decider: Decider):
+        self.decider = decider
+        self.name = decider.spec
+
+    def answer(self, current: dict, history: list[str]) -> dict:
+        decision = self.decider.decide(Metrics.from_dict(current)).value
+        hit, comm = IMPLIED[decision]
+        return {
+            "decision": decision,
+            "reason": self.name,
+            "expected_hit_pct": hit,
+            "expected_communication": comm,
+        }
+
+
+def make_model(spec: str, llm: LLMConfig | None = None) -> DecisionModel:
+    """A fresh model for one trainer: ``llm``, ``classifier:PATH`` or a rule spec."""
+    if spec == "llm":
+        return LLMModel(llm or LLMConfig())
+    if spec.startswith("classifier:"):
+        from rudder.controller.classifiers import ClassifierDecider
+
+        return RuleModel(ClassifierDecider(spec.split(":", 1)[1]))
+    return RuleModel(make_decider(spec))
+
+
+def validate(raw: Any) -> tuple[dict | None, str | None]:
+    """The answer as a dict matching the decision schema, or ``None`` and why not."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as e:
+            return None, f"not JSON: {e.msg} at char {e.pos}"
+    if not isinstance(raw, dict):
+        return None, f"not a JSON object: {type(raw).__name__}"
+    missing = [k for k in DECISION_SCHEMA["required"] if k not in raw]
+    if missing:
+        return None, f"missing {missing}"
+    if raw["decision"] not in DECISIONS:
+        return None, f"decision {raw['decision']!r} is not one of {DECISIONS}"
+    for key in ("expected_hit_pct", "expected_communication"):
+        if raw[key] not in DIRECTIONS:
+            return None, f"{key} {raw[key]!r} is not one of {DIRECTIONS}"
+    if not isinstance(raw["reason"], str):
+        return None, "reason is not a string"
+    return {
+        **{k: raw[k] for k in DECISION_SCHEMA["required"]},
+        "reason": raw["reason"][:REASON_CHARS],
+    }, None

@@ -10,6 +10,9 @@ methods, ``decision_for(t)`` and ``offer(metrics)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from rudder.protocol import Metrics
 from rudder.trainer_hooks.deciders import Decider, Decision
 
@@ -50,3 +53,60 @@ class DecisionChannel:
         """Mean gap, in minibatches, between consecutive decisions taking effect."""
         ts = [t for t, _ in self.applied]
         return (ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else 0.0
+
+
+class TimedDecider(Protocol):
+    """A decider whose answers take measurable time (the agent, run in-process)."""
+
+    spec: str
+
+    def decide_timed(self, metrics: Metrics) -> tuple[Decision, float]:
+        """The decision and the seconds it took."""
+        ...
+
+
+class TimedChannel(DecisionChannel):
+    """The trainer-to-agent link in virtual time, with each answer's measured latency.
+
+    A request is made after minibatch ``i``; minibatch ``i+1`` starts at once. The answer,
+    ready ``latency`` seconds later, applies to the first minibatch that starts after that,
+    using the recorded per-minibatch times (``minibatch_s[k]``: sampling + fetch + compute of
+    minibatch ``k``). An instant answer lands at ``i+1`` (the synchronous case); requests made
+    while one is in flight are dropped, as in :class:`DecisionChannel`.
+    """
+
+    def __init__(self, decider: TimedDecider, minibatch_s: Sequence[float]):
+        super().__init__(_Untimed(decider), latency=1)
+        self.timed = decider
+        self.minibatch_s = minibatch_s
+        self.latencies_s: list[float] = []
+
+    def offer(self, metrics: Metrics) -> None:
+        if self._in_flight is not None:
+            self.dropped += 1
+            return
+        self.requests += 1
+        decision, latency = self.timed.decide_timed(metrics)
+        self.latencies_s.append(latency)
+        i = metrics.minibatch
+        due, elapsed = i + 1, 0.0
+        while elapsed < latency and due < len(self.minibatch_s):
+            elapsed += self.minibatch_s[due]  # minibatch `due` runs while the agent thinks
+            due += 1
+        self._in_flight = (due, decision)
+
+
+class _Untimed(Decider):
+    """Lets a :class:`TimedDecider` sit where a plain decider is expected (``first()``)."""
+
+    name = "timed"
+
+    def __init__(self, timed: TimedDecider):
+        self.timed = timed
+
+    @property
+    def spec(self) -> str:
+        return self.timed.spec
+
+    def decide(self, metrics: Metrics) -> Decision:
+        return self.timed.decide_timed(metrics)[0]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from rudder.trainer_hooks.deciders import Decider, make_decider
-from rudder.trainer_hooks.decisions import DecisionChannel
+from rudder.trainer_hooks.decisions import DecisionChannel, TimedChannel, TimedDecider
 from rudder.trainer_hooks.metrics import DEFAULT_WINDOW, Accounting, Metrics, Totals
 from rudder.trainer_hooks.policies.base import PolicyContext
 from rudder.trainer_hooks.policies.offline import next_use
@@ -62,6 +62,7 @@ class ReplayResult:
     replace_decisions: int = 0
     dropped_requests: int = 0
     replacement_interval: float = 0.0
+    latency_p50_s: float | None = None  # of a timed decider's answers (the agent)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -88,11 +89,13 @@ def replay(
     config: ReplayConfig,
     ctx: PolicyContext | None = None,
     on_metrics: Callable[[Metrics], None] | None = None,
-    decider: Decider | None = None,
+    decider: Decider | TimedDecider | None = None,
 ) -> ReplayResult:
     """Run one policy over the trace; ``on_metrics`` sees every minibatch's metrics.
 
-    ``decider`` overrides ``config.decider`` for the ``rudder`` policy (e.g. an agent client).
+    ``decider`` overrides ``config.decider`` for the ``rudder`` policy. A :class:`TimedDecider`
+    (the agent) answers in virtual time: each answer lands after its measured latency against
+    the trace's recorded minibatch times, instead of after ``config.latency`` minibatches.
     """
     spec = PolicySpec.parse(spec) if isinstance(spec, str) else spec
     ctx = ctx or context_for(trace, [spec])
@@ -114,8 +117,12 @@ def replay(
         else:
             decider_spec = rule or config.decider
             decider = make_decider(decider_spec)
-        latency = config.latency if rule is None else 1  # baselines decide locally, at once
-        channel = DecisionChannel(decider, latency)
+        if rule is None and hasattr(decider, "decide_timed"):
+            times = (trace.sample_s + trace.fetch_s + trace.compute_s).tolist()
+            channel = TimedChannel(decider, times)
+        else:
+            latency = config.latency if rule is None else 1  # baselines decide locally, at once
+            channel = DecisionChannel(decider, latency)
 
     start = time.perf_counter()
     pre = policy.prefill()
@@ -147,8 +154,11 @@ def replay(
         totals=acct.totals,
         seconds=seconds,
     )
+    if isinstance(channel, TimedChannel):
+        lat = sorted(channel.latencies_s)
+        result.latency_p50_s = lat[len(lat) // 2] if lat else None
     if channel:
-        result.latency = channel.latency
+        result.latency = None if isinstance(channel, TimedChannel) else channel.latency
         result.decisions = len(channel.applied)
         result.replace_decisions = sum(bool(d) for _, d in channel.applied)
         result.dropped_requests = channel.dropped

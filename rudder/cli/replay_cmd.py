@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 from pathlib import Path
 
 from rudder.cli.common import UserError, fraction, positive_int
+from rudder.cli.prompt_cmd import add_llm_args
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--decider",
         default="heuristic",
-        help="decider of the rudder policy: always, never, every:P, heuristic",
+        help="decider of the rudder policy: always, never, every:P, heuristic, or the agent: "
+        "llm, classifier:PATH (decisions land after their measured latency, in the trace's time)",
     )
     p.add_argument(
         "--latency",
@@ -64,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="write every minibatch's metrics as JSON lines (one policy only)",
     )
+    add_llm_args(p)
     p.set_defaults(func=run)
 
 
@@ -79,6 +83,21 @@ def _pick_trace(path: Path, rank: int | None) -> Path:
     raise UserError(f"{path}: no trace of trainer rank {rank}")
 
 
+def _agent(args: argparse.Namespace, stack: contextlib.ExitStack):
+    """The in-process agent for the rudder policy, with the LLM available if it needs one."""
+    from rudder.controller.graph import build_agent
+    from rudder.controller.offline import AgentDecider
+    from rudder.llm.embedded import llm_available
+
+    if args.decider == "llm":
+        stack.enter_context(llm_available(args.llm_url, args.llm_model))
+    agent = build_agent(
+        args.decider, llm_url=args.llm_url, llm_model=args.llm_model, prompt=args.prompt
+    )
+    stack.callback(agent.close)
+    return AgentDecider(agent, args.decider, trainer=0)
+
+
 def run(args: argparse.Namespace) -> int:
     from rudder.cli.common import format_table, progress
     from rudder.trainer_hooks.policies import POLICY_NAMES, PolicySpec, ScoredOptions
@@ -89,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
     specs = [PolicySpec.parse(n) for n in names]
     if args.metrics_out and len(specs) != 1:
         raise UserError("--metrics-out records one policy's metrics: name a single --policy")
+    agent_decider = args.decider == "llm" or args.decider.startswith("classifier:")
     config = ReplayConfig(
         buffer_fraction=args.buffer,
-        decider=args.decider,
+        decider="never" if agent_decider else args.decider,  # the agent replaces it below
         latency=args.latency,
         scored=ScoredOptions(scoring=args.scoring, candidate_window=args.candidate_window),
     )
@@ -112,15 +132,32 @@ def run(args: argparse.Namespace) -> int:
         (lambda m: metrics_file.write(json.dumps(m.to_dict()) + "\n")) if metrics_file else None
     )
     results = []
-    try:
+    with contextlib.ExitStack() as stack:
+        if metrics_file:
+            stack.callback(metrics_file.close)
+        agent = _agent(args, stack) if agent_decider else None
         with progress(len(specs), "replay") as bar:
             for spec in specs:
                 bar.set_postfix_str(str(spec))
-                results.append(replay(trace, spec, config, ctx, on_metrics=on_metrics).to_dict())
+                r = replay(
+                    trace,
+                    spec,
+                    config,
+                    ctx,
+                    on_metrics=on_metrics,
+                    decider=agent if spec.name == "rudder" else None,
+                )
+                row = r.to_dict()
+                if agent is not None and spec.name == "rudder":
+                    st = agent.stats()
+                    row.update(
+                        valid_rate=st["valid_pct"] / 100,
+                        pass_at_1_hits=st["pass_at_1_hits"],
+                        pass_at_1_comm=st["pass_at_1_comm"],
+                        agent=st,
+                    )
+                results.append(row)
                 bar.update(1)
-    finally:
-        if metrics_file:
-            metrics_file.close()
 
     bound = next((r["rows_fetched"] for r in results if r["policy"] == "belady"), None)
     for r in results:

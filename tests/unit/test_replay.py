@@ -101,3 +101,45 @@ def test_bad_config_is_explained(field, value, message):
     kwargs = {"buffer_fraction": 0.1, field: value}
     with pytest.raises(ValueError, match=message):
         ReplayConfig(**kwargs)
+
+
+class Timed:
+    """A timed decider: always replace, taking `latency_s` (virtual) seconds."""
+
+    spec = "timed"
+
+    def __init__(self, latency_s):
+        self.latency_s = latency_s
+        self.seen = []
+
+    def decide_timed(self, metrics):
+        self.seen.append(metrics.minibatch)
+        return Decision.REPLACE, self.latency_s
+
+
+@pytest.mark.parametrize(("latency_s", "lands_after"), [(0.0, 1), (0.05, 2), (0.1, 2), (0.25, 4)])
+def test_timed_answers_land_after_their_latency_in_trace_time(latency_s, lands_after):
+    from rudder.trainer_hooks.decisions import TimedChannel
+
+    times = [0.1] * 20  # each minibatch takes 0.1 s
+    decider = Timed(latency_s)
+    ch = TimedChannel(decider, times)
+    acct = Accounting(trainer=0, capacity=10, row_bytes=4)
+    empty = Plan.lookup_only(np.empty(0, np.int32), np.empty(0, np.int64))
+    landed = []
+    for t in range(12):
+        if ch.decision_for(t):
+            landed.append(t)
+        ch.offer(acct.record(empty))
+    # A request after minibatch i is answered latency_s later; minibatch i+1 starts at once.
+    assert landed[0] == decider.seen[0] + lands_after
+    assert decider.seen == [0, *landed[:-1]] or decider.seen == [0, *landed]
+    assert ch.dropped == 12 - len(decider.seen)
+    assert ch.latencies_s == [latency_s] * len(decider.seen)
+
+
+def test_replay_with_a_timed_decider_reports_its_latency(rng):
+    trace = make_trace(random_batches(rng, 30, universe=200, max_len=40))
+    r = replay(trace, "rudder", ReplayConfig(buffer_fraction=0.2), decider=Timed(0.0))
+    assert r.latency_p50_s == 0.0 and r.latency is None
+    assert r.decisions == 30  # instant answers: one per minibatch (first() included)

@@ -1,0 +1,106 @@
+"""``rudder prompt``: see and evaluate the agent's prompts on recorded metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from rudder.cli.common import positive_int
+
+
+def add_llm_args(p: argparse.ArgumentParser) -> None:
+    """--llm-url and --llm-model, for every command that can run the LLM decider."""
+    p.add_argument(
+        "--llm-url",
+        default=os.environ.get("RUDDER_LLM_URL", "http://127.0.0.1:11434"),
+        help="Ollama API base URL (an embedded server is started there if none answers)",
+    )
+    p.add_argument(
+        "--llm-model",
+        default=os.environ.get("RUDDER_LLM_MODEL"),
+        help="model name (default: qwen2.5-coder-1.5b)",
+    )
+    p.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v1)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prompt", help="render and evaluate the agent's decision prompt")
+    psub = p.add_subparsers(dest="prompt_command", metavar="SUBCOMMAND", required=True)
+
+    r = psub.add_parser("render", help="print the exact messages the LLM gets for one minibatch")
+    r.add_argument("--metrics-trace", required=True, type=Path, help="metrics JSON lines")
+    r.add_argument("--at", type=int, default=-1, help="record index (default: the last)")
+    r.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v1)")
+    r.add_argument(
+        "--history-decider",
+        default="never",
+        help="the decisions the shown history assumes (a rule spec)",
+    )
+    r.set_defaults(func=run_render)
+
+    e = psub.add_parser(
+        "eval",
+        help="replay a metrics trace through the agent: valid %%, Pass@1, replace/skip, latency",
+        description="Feed a recorded metrics trace through the agent, decision by decision. "
+        "The trace does not react to the decisions: Pass@1 asks whether each predicted "
+        "direction of %%-hits and communication matches what the recorded run did next.",
+    )
+    e.add_argument("--metrics-trace", required=True, type=Path)
+    e.add_argument("--decider", default="llm", help="llm, classifier:PATH, or a rule spec")
+    e.add_argument("--every", type=positive_int, default=1, help="decide on every K-th record")
+    e.add_argument("--limit", type=positive_int, help="at most N decisions")
+    e.add_argument("--decisions", type=Path, help="write every decision as JSON lines here")
+    e.add_argument("--json", type=Path, help="write the statistics here")
+    add_llm_args(e)
+    e.set_defaults(func=run_eval)
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from rudder.controller.models import LLMConfig, LLMModel
+    from rudder.controller.offline import load_metrics, render
+    from rudder.prompts import DEFAULT_PROMPT
+
+    records = load_metrics(args.metrics_trace)
+    model = LLMModel(LLMConfig(prompt=args.prompt or DEFAULT_PROMPT))
+    for m in render(model.messages, records, args.at, args.history_decider):
+        print(f"----- {m['role']} -----\n{m['content']}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from rudder.controller.graph import build_agent
+    from rudder.controller.offline import evaluate_metrics, load_metrics
+    from rudder.llm.embedded import llm_available
+
+    records = load_metrics(args.metrics_trace)
+    agent = build_agent(
+        args.decider, llm_url=args.llm_url, llm_model=args.llm_model, prompt=args.prompt
+    )
+    out = open(args.decisions, "w") if args.decisions else None  # noqa: SIM115
+    ctx = (
+        llm_available(args.llm_url, args.llm_model)
+        if args.decider == "llm"
+        else contextlib.nullcontext()
+    )
+    try:
+        with ctx:
+            stats = evaluate_metrics(
+                agent,
+                records,
+                every=args.every,
+                limit=args.limit,
+                on_decision=(lambda d: out.write(json.dumps(d.to_dict()) + "\n")) if out else None,
+            )
+    finally:
+        if out:
+            out.close()
+        agent.close()
+    if args.json:
+        args.json.write_text(json.dumps(stats, indent=2) + "\n")
+    for k, v in stats.items():
+        print(f"{k:22s} {v if not isinstance(v, float) else round(v, 3)}")
+    return 0

@@ -8,6 +8,7 @@ raises :class:`TrainingError` with the supervisor's report; nothing of the run i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import shutil
@@ -25,8 +26,10 @@ from rudder.launcher.cluster import (
     make_cluster,
     write_ip_config,
 )
+from rudder.launcher.sidecars import AgentSidecars, sidecar_endpoints
 from rudder.launcher.summary import summarize, write_summary
 from rudder.launcher.supervisor import RunReport, Supervisor
+from rudder.llm.embedded import DEFAULT_URL, llm_available
 from rudder.trainer_hooks.dist.config import PartInfo, TrainingOptions, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ _RUN_OUTPUTS = (
     "summary.json",
     "run.json",
     "ip_config.txt",
+    "agent",
 )
 
 
@@ -58,6 +62,10 @@ class TrainConfig:
     port: int = 30050
     timeout_s: float = 1800.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    agent_options: dict[str, str] = field(
+        default_factory=dict
+    )  # llm_url, llm_model, prompt, checkpoint
+    llm_threads: int = 2  # of the embedded LLM server, when the run starts one
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -87,7 +95,12 @@ def _prepare_out(out: Path) -> Path:
 
 
 def _specs(
-    cfg: TrainConfig, wc: WorkerConfig, cluster: Cluster, run_config: Path, run_id: str
+    cfg: TrainConfig,
+    wc: WorkerConfig,
+    cluster: Cluster,
+    run_config: Path,
+    run_id: str,
+    agent_endpoints: list[str],
 ) -> list[ProcessSpec]:
     common = {
         "RUDDER_RUN_CONFIG": str(run_config),
@@ -107,6 +120,8 @@ def _specs(
     servers, trainers = [], []  # servers first: trainers connect to every server at start-up
     for m in range(cfg.machines):
         machine_env = {**common, "RUDDER_MACHINE": str(m)}
+        if agent_endpoints:  # this machine's sidecar (an ipc path every namespace can reach)
+            machine_env["RUDDER_AGENT_ENDPOINT"] = agent_endpoints[m]
         iface = cluster.interface(m)  # for gloo; the worker finds it by address otherwise
         if iface:
             machine_env["GLOO_SOCKET_IFNAME"] = iface
@@ -130,6 +145,25 @@ def _specs(
             }
             trainers.append(ProcessSpec(name=name, machine=m, argv=WORKER, env=env, role="trainer"))
     return servers + trainers
+
+
+def collect_agent_stats(endpoints: list[str]) -> dict | None:
+    """Each sidecar's live statistics per trainer (None without sidecars, {} if none answer)."""
+    if not endpoints:
+        return None
+    from rudder.protocol import StatsReply, StatsRequest
+    from rudder.trainer_hooks.agent_client import ask
+
+    out: dict = {}
+    for ep in endpoints:
+        try:
+            reply = ask(ep, StatsRequest(seq=1), timeout_s=5.0)
+        except (TimeoutError, ValueError) as e:
+            log.warning("agent at %s gave no statistics: %s", ep, e)
+            continue
+        if isinstance(reply, StatsReply):
+            out.update({str(t): s for t, s in reply.trainers.items()})
+    return out
 
 
 def _remove_loopback_shm(run_id: str) -> int:
@@ -156,7 +190,10 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda, but torch sees no CUDA device on this host")
+    if cfg.options.uses_sidecar and cfg.cluster == "ssh":
+        raise ValueError("agent sidecars run on this host; with --cluster ssh use --agent inproc")
     out = _prepare_out(cfg.out)
+    agent_endpoints = sidecar_endpoints(out, cfg.machines) if cfg.options.uses_sidecar else []
     run_id = secrets.token_hex(3)
     for leftover in cleanup_stale():  # of earlier runs that crashed; live runs are left alone
         log.warning("removed a leftover of a crashed earlier run: %s", leftover)
@@ -196,11 +233,39 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             f"{', ' + cfg.bandwidth if cfg.bandwidth else ''}), policy {cfg.options.policy}, "
             f"{cfg.options.epochs} epochs"
         )
-        # The supervisor logs its own events (starts, exits, stops).
-        with Supervisor(cluster, out / "logs", timeout_s=cfg.timeout_s) as sup:
-            for spec in _specs(cfg, wc, cluster, run_config, run_id):
+        with contextlib.ExitStack() as stack:
+            (out / "logs").mkdir(parents=True, exist_ok=True)
+            if agent_endpoints:
+                # The LLM first (the sidecars call it), then the sidecars (the trainers say
+                # hello at start-up); all stopped after the trainers.
+                if cfg.options.decider == "llm":
+                    stack.enter_context(
+                        llm_available(
+                            cfg.agent_options.get("llm_url", DEFAULT_URL),
+                            cfg.agent_options.get("llm_model"),
+                            threads=cfg.llm_threads,
+                            log_file=out / "logs" / "llm-server.log",
+                        )
+                    )
+                stack.enter_context(
+                    AgentSidecars(
+                        agent_endpoints,
+                        cfg.options.decider,
+                        {
+                            "checkpoint": str(out / "agent" / "checkpoint-m{index}.sqlite"),
+                            **cfg.agent_options,
+                            "run_id": run_id,
+                        },
+                        out / "logs",
+                        mode=cfg.options.agent_mode,
+                    )
+                )
+            # The supervisor logs its own events (starts, exits, stops).
+            sup = stack.enter_context(Supervisor(cluster, out / "logs", timeout_s=cfg.timeout_s))
+            for spec in _specs(cfg, wc, cluster, run_config, run_id, agent_endpoints):
                 sup.start(spec)
             report = sup.wait()
+            agent_stats = collect_agent_stats(agent_endpoints)
     if loopback:
         n = _remove_loopback_shm(run_id)
         if n:
@@ -209,5 +274,6 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
         write_summary(out, {"ok": False, "reason": report.reason, "run_id": run_id})
         raise TrainingError(report, out)
     summary = summarize(cfg, wc, report, out, run_id=run_id, cluster_mode=mode)
+    summary["agent"] = agent_stats
     write_summary(out, summary)
     return summary

@@ -12,7 +12,17 @@ import sys
 from collections.abc import Sequence
 
 from rudder import __version__
-from rudder.cli import graph_cmd, llm_cmd, models_cmd, replay_cmd, trace_cmd, train_cmd
+from rudder.cli import (
+    agent_cmd,
+    classifier_cmd,
+    graph_cmd,
+    llm_cmd,
+    models_cmd,
+    prompt_cmd,
+    replay_cmd,
+    trace_cmd,
+    train_cmd,
+)
 from rudder.cli.common import UserError
 
 log = logging.getLogger("rudder")
@@ -35,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     models_cmd.register(sub)
     trace_cmd.register(sub)
     replay_cmd.register(sub)
+    agent_cmd.register(sub)
+    classifier_cmd.register(sub)
+    prompt_cmd.register(sub)
     return parser
 
 

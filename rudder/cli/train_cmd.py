@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from rudder.cli.common import UserError, fraction, int_list, positive_int
+from rudder.cli.prompt_cmd import add_llm_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="heuristic",
         help="for --policy rudder: always, never, every:P, heuristic",
     )
+    p.add_argument(
+        "--agent",
+        choices=("auto", "inproc", "sidecar"),
+        default="auto",
+        help="where --policy rudder decides: in the trainer, or one `rudder agent serve` per "
+        "machine; auto: sidecars for llm and classifier:PATH, in process for rules",
+    )
+    p.add_argument(
+        "--agent-mode",
+        choices=("async", "sync"),
+        default="async",
+        help="async: training never waits (stale requests dropped); sync: it waits",
+    )
+    add_llm_args(p)
+    p.add_argument("--checkpoint", help="agent sidecar: the agent's history database (SQLite)")
     p.add_argument(
         "--buffer",
         type=fraction,
@@ -123,7 +139,19 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         threads_per_trainer=args.threads,
+        agent=args.agent,
+        agent_mode=args.agent_mode,
     )
+    agent_options = {
+        k: v
+        for k, v in {
+            "llm_url": args.llm_url,
+            "llm_model": args.llm_model,
+            "prompt": args.prompt,
+            "checkpoint": args.checkpoint,
+        }.items()
+        if v is not None
+    }
     cfg = TrainConfig(
         partitions=args.partitions,
         out=args.out,
@@ -135,6 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
         ip_config=args.ip_config,
         port=args.port,
         timeout_s=args.timeout,
+        agent_options=agent_options,
     )
     try:
         s = run(cfg)

@@ -44,6 +44,9 @@ class TrainingOptions:
     device: str = "cpu"
     seed: int = 0
     threads_per_trainer: int = 1  # torch intra-op threads
+    agent: str = "auto"  # where `rudder` decides: "inproc", "sidecar", or "auto" (sidecar for
+    # the agent deciders llm and classifier:PATH, in process for rules)
+    agent_mode: str = "async"  # sidecar: "async" (never wait) or "sync" (wait every minibatch)
 
     def __post_init__(self) -> None:
         PolicySpec.parse(self.policy)
@@ -55,6 +58,29 @@ class TrainingOptions:
             raise ValueError(f"buffer fraction must lie in [0, 1], got {self.buffer_fraction}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.agent not in ("auto", "inproc", "sidecar") or self.agent_mode not in (
+            "async",
+            "sync",
+        ):
+            raise ValueError(
+                f"agent must be auto, inproc or sidecar and agent_mode async or sync, got "
+                f"{self.agent!r} / {self.agent_mode!r}"
+            )
+        if self.agent == "inproc" and self.agent_decider:
+            raise ValueError(
+                f"decider {self.decider!r} runs in the agent sidecar: use --agent sidecar"
+            )
+
+    @property
+    def agent_decider(self) -> bool:
+        """The decider is the agent (an LLM or a classifier), not a rule."""
+        return self.decider == "llm" or self.decider.startswith("classifier:")
+
+    @property
+    def uses_sidecar(self) -> bool:
+        """Decisions come from the machines' agent sidecars (policy `rudder` only)."""
+        sidecar = self.agent == "sidecar" or (self.agent == "auto" and self.agent_decider)
+        return self.policy == "rudder" and sidecar
 
     @property
     def use_overlap(self) -> bool:

@@ -49,7 +49,7 @@ class LookAhead(Generic[T]):
                 if not self._put(item):
                     return
             self._put(_DONE)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, who re-raises it
+        except BaseException as e:
             self._put(_Failure(e))
 
     def __iter__(self) -> LookAhead[T]:

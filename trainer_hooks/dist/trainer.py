@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import resource
 import time
 from collections.abc import Iterator
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
-from rudder.trainer_hooks.decisions import DecisionChannel
+from rudder.protocol import TrainerInfo
+from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig
 from rudder.trainer_hooks.deciders import make_decider
+from rudder.trainer_hooks.decisions import DecisionChannel
 from rudder.trainer_hooks.dist.config import WorkerConfig
 from rudder.trainer_hooks.dist.fetcher import BufferedFetcher, Fetched
 from rudder.trainer_hooks.dist.lookahead import LookAhead
@@ -98,11 +101,20 @@ class Recorder:
 class Preparer:
     """Everything done for a minibatch before it trains."""
 
-    def __init__(self, loader, fetcher: BufferedFetcher, labels, acct: Accounting,
-                 channel: DecisionChannel | None, verify_pull=None,
-                 device: torch.device | None = None):
+    def __init__(
+        self,
+        loader,
+        fetcher: BufferedFetcher,
+        labels,
+        acct: Accounting,
+        channel: DecisionChannel | AgentClient | None,
+        verify_pull=None,
+        device: torch.device | None = None,
+    ):
         self.loader = loader
-        self.device = device  # a GPU: blocks, features and labels are moved here, off the main thread
+        self.device = (
+            device  # a GPU: blocks, features and labels are moved here, off the main thread
+        )
         self.fetcher = fetcher
         self.labels = labels
         self.acct = acct
@@ -161,12 +173,56 @@ def _policy_for(cfg: WorkerConfig, part: int):
     info = cfg.parts[part]
     spec = PolicySpec.parse(cfg.options.policy)
     ranking = np.load(info.remote_ranking) if spec.name in ("static", "periodic") else None
-    capacity = int(round(cfg.options.buffer_fraction * info.remote_node_count))
-    options = ScoredOptions(scoring=cfg.options.scoring, candidate_window=cfg.options.candidate_window)
-    policy = make_policy(spec, capacity, PolicyContext(prefill_ranking=ranking),
-                         feat_dim=cfg.feat_dim, options=options)
+    capacity = round(cfg.options.buffer_fraction * info.remote_node_count)
+    options = ScoredOptions(
+        scoring=cfg.options.scoring, candidate_window=cfg.options.candidate_window
+    )
+    policy = make_policy(
+        spec,
+        capacity,
+        PolicyContext(prefill_ranking=ranking),
+        feat_dim=cfg.feat_dim,
+        options=options,
+    )
     decider_spec = (builtin_decider(spec) or cfg.options.decider) if policy.uses_decisions else None
     return policy, decider_spec
+
+
+def _channel(
+    cfg: WorkerConfig, rank: int, part: int, decider_spec: str | None, policy, per_epoch: int
+) -> DecisionChannel | AgentClient | None:
+    """Where this trainer's decisions come from: in process, or the machine's agent sidecar."""
+    if decider_spec is None:
+        return None
+    endpoint = os.environ.get("RUDDER_AGENT_ENDPOINT")
+    if not endpoint or decider_spec != cfg.options.decider:  # fixed/periodic/static: built in
+        return DecisionChannel(make_decider(decider_spec), latency=1)
+    client = AgentClient(
+        ClientConfig(
+            endpoint=endpoint,
+            trainer=rank,
+            run_id=os.environ.get("RUDDER_RUN_ID", ""),
+            mode=cfg.options.agent_mode,
+        )
+    )
+    info = cfg.parts[part]
+    client.hello(
+        TrainerInfo(
+            graph=cfg.graph_name,
+            num_nodes=cfg.num_nodes,
+            num_edges=cfg.num_edges,
+            num_parts=cfg.num_machines,
+            part_id=part,
+            local_nodes=info.node_range[1] - info.node_range[0],
+            remote_nodes=info.remote_node_count,
+            buffer_capacity=policy.capacity,
+            total_minibatches=per_epoch * cfg.options.epochs,
+            minibatches_per_epoch=per_epoch,
+            batch_size=cfg.options.batch_size,
+            feat_dim=cfg.feat_dim,
+        )
+    )
+    return client
 
 
 def select_device(cfg: WorkerConfig, rank: int) -> torch.device | None:
@@ -230,16 +286,28 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
         g, train_nids, sampler, batch_size=cfg.options.batch_size, shuffle=True, drop_last=False
     )
     per_epoch = -(-train_nids.shape[0] // cfg.options.batch_size)
-    acct = Accounting(trainer=rank, capacity=policy.capacity, row_bytes=cfg.feat_dim * 4,
-                      total_minibatches=per_epoch * cfg.options.epochs)
+    acct = Accounting(
+        trainer=rank,
+        capacity=policy.capacity,
+        row_bytes=cfg.feat_dim * 4,
+        total_minibatches=per_epoch * cfg.options.epochs,
+    )
     if pre is not None:
         acct.record_prefill(pre)
-    channel = DecisionChannel(make_decider(decider_spec), latency=1) if decider_spec else None
-    preparer = Preparer(loader, fetcher, g.ndata["label"], acct, channel,
-                        verify_pull=(lambda ids: feat[ids]) if cfg.options.verify_features else None,
-                        device=device)
+    channel = _channel(cfg, rank, part, decider_spec, policy, per_epoch)
+    preparer = Preparer(
+        loader,
+        fetcher,
+        g.ndata["label"],
+        acct,
+        channel,
+        verify_pull=(lambda ids: feat[ids]) if cfg.options.verify_features else None,
+        device=device,
+    )
 
-    model = GraphSAGE(cfg.feat_dim, cfg.options.hidden, cfg.num_classes, num_layers=len(cfg.options.fanouts))
+    model = GraphSAGE(
+        cfg.feat_dim, cfg.options.hidden, cfg.num_classes, num_layers=len(cfg.options.fanouts)
+    )
     if device is not None:
         model = model.to(device)
     model = torch.nn.parallel.DistributedDataParallel(model)
@@ -249,9 +317,18 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
     metrics: list[Metrics] = []
     recorder = Recorder() if cfg.options.record_trace else None
     epochs = []
-    log.info("trainer %d: partition %d, %d train nodes, %d minibatches/epoch, policy %s "
-             "(decider %s), buffer %d rows; start-up %.1f s", rank, part, train_nids.shape[0],
-             per_epoch, policy.label, decider_spec, policy.capacity, startup_s)
+    log.info(
+        "trainer %d: partition %d, %d train nodes, %d minibatches/epoch, policy %s "
+        "(decider %s), buffer %d rows; start-up %.1f s",
+        rank,
+        part,
+        train_nids.shape[0],
+        per_epoch,
+        policy.label,
+        decider_spec,
+        policy.capacity,
+        startup_s,
+    )
     for epoch in range(cfg.options.epochs):
         before = Totals(**asdict(acct.totals))
         t_epoch = time.perf_counter()
@@ -268,7 +345,7 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
                 t1 = time.perf_counter()
                 model.train()
                 logits = model(p.blocks, p.x)
-                loss = F.cross_entropy(logits, p.y)
+                loss = functional.cross_entropy(logits, p.y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -277,13 +354,24 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
                 correct += int((logits.argmax(1) == p.y).sum())
                 seen += int(p.y.shape[0])
                 f = p.fetched
-                steps.append(StepLog(
-                    minibatch=p.metrics.minibatch, epoch=epoch, inputs=int(p.x.shape[0]),
-                    remote=f.plan.n_requested, hits=f.plan.n_hits, rows_fetched=f.plan.n_fetched,
-                    replaced=p.metrics.replaced, sample_s=p.sample_s, pull_s=f.pull_s,
-                    hook_s=f.hook_s, label_s=p.label_s, wait_s=t1 - t0, compute_s=t2 - t1,
-                    loss=float(loss),
-                ))
+                steps.append(
+                    StepLog(
+                        minibatch=p.metrics.minibatch,
+                        epoch=epoch,
+                        inputs=int(p.x.shape[0]),
+                        remote=f.plan.n_requested,
+                        hits=f.plan.n_hits,
+                        rows_fetched=f.plan.n_fetched,
+                        replaced=p.metrics.replaced,
+                        sample_s=p.sample_s,
+                        pull_s=f.pull_s,
+                        hook_s=f.hook_s,
+                        label_s=p.label_s,
+                        wait_s=t1 - t0,
+                        compute_s=t2 - t1,
+                        loss=float(loss),
+                    )
+                )
                 metrics.append(p.metrics)
                 if recorder is not None:
                     recorder.batches.append(f.remote_ids)
@@ -297,21 +385,31 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
                 batches.close()
         dt = time.perf_counter() - t_epoch
         now = acct.totals
-        epochs.append({
-            "epoch": epoch,
-            "time_s": dt,
-            "minibatches": now.minibatches - before.minibatches,
-            "remote_inputs": now.remote_inputs - before.remote_inputs,
-            "hits": now.hits - before.hits,
-            "rows_fetched": now.rows_fetched - before.rows_fetched,
-            "bytes_fetched": now.bytes_fetched - before.bytes_fetched,
-            "train_acc": correct / max(seen, 1),
-        })
-        log.info("trainer %d epoch %d/%d: %.2f s, %.1f%% hits, %d rows fetched, train acc %.3f",
-                 rank, epoch + 1, cfg.options.epochs, dt,
-                 100 * epochs[-1]["hits"] / max(epochs[-1]["remote_inputs"], 1),
-                 epochs[-1]["rows_fetched"], epochs[-1]["train_acc"])
+        epochs.append(
+            {
+                "epoch": epoch,
+                "time_s": dt,
+                "minibatches": now.minibatches - before.minibatches,
+                "remote_inputs": now.remote_inputs - before.remote_inputs,
+                "hits": now.hits - before.hits,
+                "rows_fetched": now.rows_fetched - before.rows_fetched,
+                "bytes_fetched": now.bytes_fetched - before.bytes_fetched,
+                "train_acc": correct / max(seen, 1),
+            }
+        )
+        log.info(
+            "trainer %d epoch %d/%d: %.2f s, %.1f%% hits, %d rows fetched, train acc %.3f",
+            rank,
+            epoch + 1,
+            cfg.options.epochs,
+            dt,
+            100 * epochs[-1]["hits"] / max(epochs[-1]["remote_inputs"], 1),
+            epochs[-1]["rows_fetched"],
+            epochs[-1]["train_acc"],
+        )
 
+    if isinstance(channel, AgentClient):
+        channel.close()  # says bye; the look-ahead thread that used it has been joined
     torch.distributed.barrier()
     result = {
         "rank": rank,
@@ -325,10 +423,13 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
         "epochs": epochs,
         "totals": asdict(acct.totals),
         "hit_rate": acct.totals.hit_rate,
-        "time_s": {k: float(sum(getattr(s, k) for s in steps)) for k in
-                   ("sample_s", "pull_s", "hook_s", "label_s", "wait_s", "compute_s")},
+        "time_s": {
+            k: float(sum(getattr(s, k) for s in steps))
+            for k in ("sample_s", "pull_s", "hook_s", "label_s", "wait_s", "compute_s")
+        },
         "decisions": len(channel.applied) if channel else 0,
         "replace_decisions": sum(bool(d) for _, d in channel.applied) if channel else 0,
+        "agent": channel.counters() if isinstance(channel, AgentClient) else None,
         "verification": asdict(preparer.verification) if cfg.options.verify_features else None,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "final_loss": steps[-1].loss if steps else None,
@@ -345,11 +446,20 @@ def _json(value: object) -> object:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def _write_outputs(cfg: WorkerConfig, rank: int, part: int, result: dict, steps: list[StepLog],
-                   metrics: list[Metrics], recorder: Recorder | None) -> None:
+def _write_outputs(
+    cfg: WorkerConfig,
+    rank: int,
+    part: int,
+    result: dict,
+    steps: list[StepLog],
+    metrics: list[Metrics],
+    recorder: Recorder | None,
+) -> None:
     out = Path(cfg.out_dir)
     (out / "trainers").mkdir(parents=True, exist_ok=True)
-    (out / "trainers" / f"rank-{rank}.json").write_text(json.dumps(result, indent=2, default=_json) + "\n")
+    (out / "trainers" / f"rank-{rank}.json").write_text(
+        json.dumps(result, indent=2, default=_json) + "\n"
+    )
     with open(out / "trainers" / f"steps-rank-{rank}.jsonl", "w") as f:
         for s in steps:
             f.write(json.dumps(asdict(s), default=_json) + "\n")

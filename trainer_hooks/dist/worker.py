@@ -23,7 +23,8 @@ def machine_interface(ip_config: str, machine: int) -> str:
     """
     import psutil
 
-    lines = [ln.split() for ln in open(ip_config) if ln.strip()]
+    with open(ip_config) as f:
+        lines = [ln.split() for ln in f if ln.strip()]
     ip = lines[machine][0]
     for name, addrs in psutil.net_if_addrs().items():
         if any(a.address == ip for a in addrs):

@@ -1,0 +1,150 @@
+"""Agents without a model: the rule deciders served as Agents, and fakes for tests and benchmarks.
+
+:class:`RuleAgent` wraps a :class:`~rudder.trainer_hooks.deciders.Decider` (``always``,
+``never``, ``every:P``, ``heuristic``) as an :class:`~rudder.controller.agent.Agent` with one
+decider instance per trainer; ``rudder agent serve --decider heuristic`` serves it. The others
+are fakes: :class:`InstantAgent` answers at once, :class:`SlowAgent` takes ``delay_s`` per
+decision, :class:`FailingAgent` raises. All of them record what they were asked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rudder.protocol import AgentDecision, Metrics
+from rudder.trainer_hooks.deciders import Decider, Decision, make_decider
+
+# What a rule expects of its own answer (the agent protocol's predicted directions).
+_EXPECTED = {
+    "replace": ("increase", "decrease"),  # %-hits, communication
+    "skip": ("stagnant", "stagnant"),
+}
+
+
+def rule_decision(trainer: int, seq: int, decision: str, reason: str) -> AgentDecision:
+    """A valid AgentDecision with the rule deciders' expected directions."""
+    hits, comm = _EXPECTED[decision]
+    return AgentDecision(
+        trainer=trainer,
+        minibatch=seq,
+        decision=decision,
+        valid=True,
+        reason=reason,
+        expected_hit_pct=hits,
+        expected_communication=comm,
+    )
+
+
+class _Recording:
+    """Bookkeeping shared by the agents here: hellos, decisions, per-trainer counts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.hellos: list[tuple[int, dict]] = []
+        self.seen: list[tuple[int, int]] = []  # (trainer, minibatch) of every decide call
+        self._counts: dict[int, list[int]] = {}  # trainer -> [decisions, replace]
+        self.closed = False
+
+    def hello(self, trainer: int, info: dict) -> None:
+        with self._lock:
+            self.hellos.append((trainer, dict(info)))
+
+    def _record(self, trainer: int, metrics: Metrics, decision: AgentDecision) -> AgentDecision:
+        with self._lock:
+            self.seen.append((trainer, metrics.minibatch))
+            counts = self._counts.setdefault(trainer, [0, 0])
+            counts[0] += 1
+            counts[1] += decision.decision == "replace"
+        return decision
+
+    def stats(self) -> dict[int, dict]:
+        with self._lock:
+            return {
+                t: {"decisions": n, "replace": r, "replace_pct": 100.0 * r / n if n else 0.0}
+                for t, (n, r) in self._counts.items()
+            }
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RuleAgent(_Recording):
+    """A rule decider (``always``, ``never``, ``every:P``, ``heuristic``) as an Agent.
+
+    Each trainer gets its own decider instance (the heuristic keeps history); a hello with a
+    new run id starts that trainer afresh, a hello after a reconnect keeps its history.
+    """
+
+    def __init__(self, spec: str):
+        super().__init__()
+        self.spec = make_decider(spec).spec  # validates the spec now, not at the first decision
+        self._deciders: dict[int, tuple[str, Decider]] = {}
+
+    def hello(self, trainer: int, info: dict) -> None:
+        super().hello(trainer, info)
+        run_id = str(info.get("run_id", ""))
+        with self._lock:
+            known = self._deciders.get(trainer)
+            if known is None or known[0] != run_id:
+                self._deciders[trainer] = (run_id, make_decider(self.spec))
+
+    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
+        with self._lock:
+            entry = self._deciders.get(trainer)
+            if entry is None:
+                entry = self._deciders[trainer] = ("", make_decider(self.spec))
+        choice = entry[1].decide(metrics)  # the server never runs two of these for one trainer
+        decision = "replace" if choice is Decision.REPLACE else "skip"
+        answer = rule_decision(trainer, metrics.minibatch, decision, f"rule {self.spec}")
+        with self._lock:  # counts only: a long-lived sidecar keeps no log of every call
+            counts = self._counts.setdefault(trainer, [0, 0])
+            counts[0] += 1
+            counts[1] += decision == "replace"
+        return answer
+
+
+class InstantAgent(_Recording):
+    """Answers ``decision`` at once (benchmarks: the server's own overhead)."""
+
+    def __init__(self, decision: str = "skip"):
+        super().__init__()
+        self.decision = decision
+
+    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
+        answer = rule_decision(trainer, metrics.minibatch, self.decision, "instant")
+        return self._record(trainer, metrics, answer)
+
+
+class SlowAgent(_Recording):
+    """Takes ``delay_s`` per decision, like an LLM would; ``close()`` cuts waits short."""
+
+    def __init__(self, delay_s: float, decision: str = "replace"):
+        super().__init__()
+        self.delay_s = delay_s
+        self.decision = decision
+        self._release = threading.Event()
+
+    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
+        t0 = time.monotonic()
+        self._release.wait(self.delay_s)
+        answer = rule_decision(trainer, metrics.minibatch, self.decision, "slow")
+        answer = AgentDecision(**{**answer.to_dict(), "latency_s": time.monotonic() - t0})
+        return self._record(trainer, metrics, answer)
+
+    def close(self) -> None:
+        self._release.set()
+        super().close()
+
+
+class FailingAgent(_Recording):
+    """Raises ``error`` from every ``decide`` (the server must answer skip and keep going)."""
+
+    def __init__(self, error: Exception | None = None):
+        super().__init__()
+        self.error = error or RuntimeError("the model server is down")
+
+    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
+        with self._lock:
+            self.seen.append((trainer, metrics.minibatch))
+        raise self.error

@@ -1,0 +1,272 @@
+"""The agent sidecars of a training run: one ``rudder agent serve`` per machine, kept alive.
+
+Sidecars are plain processes on the launching host, not inside the emulated machines'
+network namespaces: their ``ipc://`` sockets are files every namespace sees (a run directory,
+never the machines' private /dev/shm), and the LLM server they call listens on the host's
+loopback. :class:`AgentSidecars` starts them, waits until each answers a ping, restarts one
+that dies (capped backoff, counted, logged) and stops them all on exit: SIGTERM, a grace
+period, SIGKILL, socket files removed. Trainers reconnect to a restarted sidecar by themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rudder.protocol import Ping, Pong, check_endpoint, ipc_endpoint, ipc_path
+
+log = logging.getLogger(__name__)
+
+# The options a sidecar passes through to `rudder agent serve`, and their flags.
+SIDECAR_OPTIONS = {
+    "llm_url": "--llm-url",
+    "llm_model": "--llm-model",
+    "prompt": "--prompt",
+    "checkpoint": "--checkpoint",  # "{index}" in the path becomes the sidecar's machine index
+    "run_id": "--run-id",
+    "decide_timeout_s": "--decide-timeout",
+    "expiry_s": "--expiry",
+}
+
+
+class SidecarError(RuntimeError):
+    """A sidecar did not come up (its log's last lines are in the message)."""
+
+
+def sidecar_endpoints(run_dir: str | Path, machines: int) -> list[str]:
+    """One ipc endpoint per machine under ``run_dir/agent/`` (or a short fallback path)."""
+    return [ipc_endpoint(Path(run_dir) / "agent", f"m{m}") for m in range(machines)]
+
+
+@dataclass(slots=True)
+class _Sidecar:
+    index: int
+    endpoint: str
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    restart_at: float | None = None  # it died; start it again at this time
+    gave_up: bool = False
+
+
+class AgentSidecars:
+    """Runs one ``rudder agent serve`` per endpoint for the duration of a ``with`` block.
+
+    ``restarts`` counts restarts over all sidecars; a sidecar that died more than
+    ``max_restarts`` times stays down (its trainers answer skip) and is logged as an error.
+    """
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        decider: str,
+        options: dict,
+        log_dir: Path,
+        restart: bool = True,
+        max_restarts: int = 5,
+        *,
+        workers: int = 1,
+        mode: str = "async",
+        ready_timeout_s: float = 30.0,
+        grace_s: float = 5.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        check_interval_s: float = 0.2,
+    ):
+        if not endpoints:
+            raise ValueError("agent sidecars: no endpoints")
+        if len(set(endpoints)) != len(endpoints):
+            raise ValueError(f"agent sidecars: endpoints must differ, got {endpoints}")
+        for ep in endpoints:
+            check_endpoint(ep)
+        unknown = sorted(set(options) - set(SIDECAR_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"agent sidecars: unknown options {unknown}; choose from {sorted(SIDECAR_OPTIONS)}"
+            )
+        if max_restarts < 0 or ready_timeout_s <= 0 or grace_s < 0:
+            raise ValueError("agent sidecars: max_restarts, grace_s >= 0 and ready_timeout_s > 0")
+        self.decider = decider
+        self.options = {k: v for k, v in options.items() if v is not None}
+        self.log_dir = Path(log_dir)
+        self.restart = restart
+        self.max_restarts = max_restarts
+        self.workers = workers
+        self.mode = mode
+        self.ready_timeout_s = ready_timeout_s
+        self.grace_s = grace_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.check_interval_s = check_interval_s
+        self._sidecars = [
+            _Sidecar(i, ep, self.log_dir / f"agent-{i}.log") for i, ep in enumerate(endpoints)
+        ]
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [s.endpoint for s in self._sidecars]
+
+    @property
+    def restarts(self) -> int:
+        return sum(s.restarts for s in self._sidecars)
+
+    def pids(self) -> list[int | None]:
+        """The running sidecars' process ids (None where one is down)."""
+        with self._lock:
+            return [
+                s.proc.pid if s.proc and s.proc.poll() is None else None for s in self._sidecars
+            ]
+
+    def __enter__(self) -> AgentSidecars:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start every sidecar and wait until each answers a ping (SidecarError if not)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._lock:
+                for s in self._sidecars:
+                    self._spawn(s)
+            for s in self._sidecars:
+                self._wait_ready(s)
+        except BaseException:
+            self.stop()
+            raise
+        self._monitor = threading.Thread(target=self._watch, name="rudder-sidecars", daemon=True)
+        self._monitor.start()
+
+    def stop(self) -> None:
+        """Stop every sidecar: SIGTERM, ``grace_s``, SIGKILL; remove their socket files."""
+        self._stop.set()
+        if self._monitor is not None:
+            self._monitor.join()
+            self._monitor = None
+        with self._lock:
+            procs = [s.proc for s in self._sidecars if s.proc is not None]
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            deadline = time.monotonic() + self.grace_s
+            for p in procs:
+                try:
+                    p.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("agent sidecar pid %d ignored SIGTERM; killing it", p.pid)
+                    p.kill()
+                    p.wait()
+            for s in self._sidecars:
+                s.proc = None
+                path = ipc_path(s.endpoint)
+                if path is not None:
+                    path.unlink(missing_ok=True)  # left by a sidecar that was killed
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _command(self, s: _Sidecar) -> list[str]:
+        argv = [sys.executable, "-m", "rudder", "agent", "serve", "--bind", s.endpoint]
+        argv += ["--decider", self.decider, "--workers", str(self.workers), "--mode", self.mode]
+        argv += ["--log", str(self.log_dir / f"agent-{s.index}.decisions.jsonl")]
+        for key, value in sorted(self.options.items()):
+            argv += [SIDECAR_OPTIONS[key], str(value).format(index=s.index)]
+        return argv
+
+    def _spawn(self, s: _Sidecar) -> None:
+        with open(s.log_path, "ab") as out:  # appended: a restart keeps the earlier log
+            s.proc = subprocess.Popen(
+                self._command(s),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the terminal's Ctrl-C is ours to forward, not theirs
+            )
+        log.info(
+            "agent sidecar %d (%s) started: pid %d on %s",
+            s.index,
+            self.decider,
+            s.proc.pid,
+            s.endpoint,
+        )
+
+    def _wait_ready(self, s: _Sidecar) -> None:
+        from rudder.trainer_hooks.agent_client import ask
+
+        deadline = time.monotonic() + self.ready_timeout_s
+        seq = 0
+        while time.monotonic() < deadline:
+            if s.proc.poll() is not None:
+                raise SidecarError(
+                    f"agent sidecar {s.index} exited with code {s.proc.returncode} "
+                    f"before answering:\n{_tail(s.log_path)}"
+                )
+            seq += 1
+            try:
+                if isinstance(ask(s.endpoint, Ping(seq=seq), timeout_s=0.5), Pong):
+                    return
+            except (TimeoutError, ValueError):
+                time.sleep(0.05)
+        raise SidecarError(
+            f"agent sidecar {s.index} did not answer a ping on {s.endpoint} within "
+            f"{self.ready_timeout_s:g} s:\n{_tail(s.log_path)}"
+        )
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.check_interval_s):
+            with self._lock:
+                now = time.monotonic()
+                for s in self._sidecars:
+                    if self._stop.is_set():
+                        return
+                    self._check(s, now)
+
+    def _check(self, s: _Sidecar, now: float) -> None:
+        if s.gave_up or s.proc is None:
+            return
+        code = s.proc.poll()
+        if code is None:
+            return
+        if s.restart_at is None:
+            if not self.restart or s.restarts >= self.max_restarts:
+                s.gave_up = True
+                log.error(
+                    "agent sidecar %d (pid %d) died (exit %s) and stays down after %d "
+                    "restarts; its trainers answer skip",
+                    s.index,
+                    s.proc.pid,
+                    code,
+                    s.restarts,
+                )
+                return
+            delay = min(self.backoff_initial_s * 2**s.restarts, self.backoff_max_s)
+            s.restart_at = now + delay
+            log.warning(
+                "agent sidecar %d (pid %d) died (exit %s); restarting in %.1f s (%d of %d)",
+                s.index,
+                s.proc.pid,
+                code,
+                delay,
+                s.restarts + 1,
+                self.max_restarts,
+            )
+        elif now >= s.restart_at:
+            s.restart_at = None
+            s.restarts += 1
+            self._spawn(s)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,142 @@
+"""``rudder agent``: the decision agent sidecar (serve it, ask it for its statistics)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rudder.cli.common import UserError, format_table, positive_int
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="the decision agent sidecar that trainers ask over ZeroMQ")
+    asub = p.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
+    s = asub.add_parser(
+        "serve",
+        help="serve a decider to the trainers of this node",
+        description="Bind a ZeroMQ ROUTER and answer every trainer's metrics with replace or "
+        "skip (protocol: docs/protocol.md). One process per node serves all its trainers; "
+        "decisions run in worker threads, at most one per trainer at a time, and metrics "
+        "that arrive meanwhile replace the pending ones. Stops on SIGTERM or Ctrl-C.",
+    )
+    s.add_argument(
+        "--bind",
+        default=None,
+        help="ipc:///path/agent.sock (default: one under $XDG_RUNTIME_DIR or /tmp) or "
+        "tcp://127.0.0.1:PORT",
+    )
+    s.add_argument(
+        "--decider",
+        required=True,
+        help="llm, classifier:PATH, heuristic, always, never or every:P",
+    )
+    s.add_argument("--workers", type=positive_int, default=1, help="threads calling the decider")
+    s.add_argument("--log", type=Path, help="append every decision to FILE as a JSON line")
+    s.add_argument("--mode", choices=("async", "sync"), default="async")
+    s.add_argument("--llm-url", help="llm: the Ollama-API server (default: the agent's)")
+    s.add_argument("--llm-model", help="llm: the model name")
+    s.add_argument("--prompt", help="llm: prompt name or directory")
+    s.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the agent's history database (SQLite): a restarted sidecar resumes it",
+    )
+    s.add_argument("--run-id", help="names each trainer's history thread (<run>:trainer-<rank>)")
+    s.add_argument(
+        "--decide-timeout",
+        type=_positive_float,
+        default=120.0,
+        help="seconds a decision may take before the trainer gets skip (default 120)",
+    )
+    s.add_argument(
+        "--expiry",
+        type=_positive_float,
+        default=300.0,
+        help="seconds of silence after which a trainer is forgotten (default 300)",
+    )
+    s.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow binding tcp on a non-loopback address (the protocol has no authentication)",
+    )
+    s.set_defaults(func=run_serve)
+
+    st = asub.add_parser("stats", help="live statistics of a running agent")
+    st.add_argument("--connect", required=True, help="the agent's endpoint (its --bind)")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    st.add_argument("--timeout", type=_positive_float, default=2.0, help="seconds to wait")
+    st.set_defaults(func=run_stats)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from rudder.controller.server import AgentServer, ServerConfig, make_agent
+    from rudder.protocol import ipc_endpoint
+
+    options = {
+        "llm_url": args.llm_url,
+        "llm_model": args.llm_model,
+        "prompt": args.prompt,
+        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+    }
+    agent = make_agent(args.decider, **{k: v for k, v in options.items() if v is not None})
+    config = ServerConfig(
+        workers=args.workers,
+        mode=args.mode,
+        decide_timeout_s=args.decide_timeout,
+        expiry_s=args.expiry,
+        log_path=args.log,
+        allow_remote=args.allow_remote,
+        label=args.decider,
+    )
+    try:
+        server = AgentServer(agent, args.bind or ipc_endpoint(), config)
+    except BaseException:
+        agent.close()
+        raise
+    server.run(handle_signals=True)
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from rudder.protocol import ErrorReply, StatsReply, StatsRequest
+    from rudder.trainer_hooks.agent_client import ask
+
+    try:
+        reply = ask(args.connect, StatsRequest(seq=1), timeout_s=args.timeout)
+    except TimeoutError as e:
+        raise UserError(str(e)) from None
+    if isinstance(reply, ErrorReply):
+        raise UserError(f"the agent refused: {reply.reason}: {reply.detail}")
+    if not isinstance(reply, StatsReply):
+        raise UserError(f"the agent answered {reply.KIND!r} to a stats request")
+    if args.json:
+        trainers = {str(k): v for k, v in sorted(reply.trainers.items())}
+        print(json.dumps({"server": reply.server, "trainers": trainers}, indent=2))
+        return 0
+    srv = reply.server
+    print(
+        f"agent {srv.get('decider', '?')} on {srv.get('endpoint', args.connect)} "
+        f"(pid {srv.get('pid', '?')}, up {srv.get('uptime_s', 0):.0f} s, {srv.get('mode', '?')}): "
+        f"{srv.get('decisions', 0)} decisions, {srv.get('replace', 0)} replace, "
+        f"{srv.get('failed', 0)} failed, {srv.get('timed_out', 0)} timed out, "
+        f"{srv.get('superseded', 0)} superseded, {srv.get('rejected', 0)} rejected"
+    )
+    columns = ("metrics", "decisions", "replace_pct", "superseded", "failed", "mean_latency_s")
+    rows = [
+        [tid, *(s.get(c) for c in columns), s.get("last_seen_s")]
+        for tid, s in sorted(reply.trainers.items())
+    ]
+    if rows:
+        print(format_table(["trainer", *columns, "last_seen_s"], rows))
+    return 0

@@ -22,20 +22,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The main job: a real DistDGL run on 2 emulated machines (network namespaces with 1 Gbit/s
-# links when run as root, loopback otherwise), DistDGL as is vs. DistDGL with Rudder; then the
-# bundled LLM (served locally unless something answers at RUDDER_LLM_URL) decides on the last
-# minibatch's metrics.
-TRAIN := --partitions $(RUN_DIR)/parts --machines 2 --trainers 1 --epochs 5 --bandwidth 1gbit
+# The main job: real DistDGL training on 2 emulated machines (network namespaces with 1 Gbit/s
+# links when run as root, loopback otherwise): DistDGL as is, DistDGL with Rudder's buffer and
+# its rule-based decider, and with the LLM agent (the bundled model, served locally unless
+# something answers at RUDDER_LLM_URL; one agent sidecar per machine).
+TRAIN := --partitions $(RUN_DIR)/parts --machines 2 --trainers 1 --epochs 60 --bandwidth 1gbit
 run: $(STAMP)
 	$(BIN)/rudder graph generate --nodes 100000 --avg-degree 20 --communities 32 --feat-dim 100 --classes 16 --out $(RUN_DIR)/graph
 	$(BIN)/rudder graph partition --graph $(RUN_DIR)/graph --parts 2 --out $(RUN_DIR)/parts
-	$(BIN)/rudder train $(TRAIN) --policy none --out $(RUN_DIR)/none
-	$(BIN)/rudder train $(TRAIN) --policy rudder --decider heuristic --buffer 0.25 --record-trace --out $(RUN_DIR)/rudder
-	$(BIN)/rudder compare $(RUN_DIR)/none $(RUN_DIR)/rudder
-	$(BIN)/rudder replay --trace $(RUN_DIR)/rudder/trace --policy all --buffer 0.25 --json $(RUN_DIR)/replay.json
 	$(BIN)/rudder models fetch qwen2.5-coder-1.5b
-	$(BIN)/rudder llm ask --metrics $(RUN_DIR)/rudder/trainers/metrics-rank-0.jsonl
+	$(BIN)/rudder train $(TRAIN) --policy none --out $(RUN_DIR)/none
+	$(BIN)/rudder train $(TRAIN) --policy rudder --decider heuristic --buffer 0.25 --record-trace --out $(RUN_DIR)/heuristic
+	$(BIN)/rudder train $(TRAIN) --policy rudder --decider llm --buffer 0.25 --out $(RUN_DIR)/llm
+	$(BIN)/rudder compare $(RUN_DIR)/none $(RUN_DIR)/heuristic $(RUN_DIR)/llm
+	$(BIN)/rudder replay --trace $(RUN_DIR)/heuristic/trace --policy all --buffer 0.25 --json $(RUN_DIR)/replay.json
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,7 +1,8 @@
 """The agent link's own costs: what a trainer pays per minibatch, and a sidecar round trip.
 
-Starts a real sidecar (`rudder agent serve --decider never`: a rule that answers in
-microseconds, so what is measured is the link, not a decider) on an ipc socket and measures
+Starts a real sidecar (`rudder agent serve --decider never --checkpoint ...`: the LangGraph
+agent with its SQLite checkpoint and a rule that answers in microseconds, so what is measured
+is everything but an LLM) on an ipc socket and measures
 
 (a) the trainer-side cost of `decision_for(t)` + `offer(metrics)` in async mode, back to back
     (most offers dropped: a request is in flight) and with 1 ms minibatches (every minibatch
@@ -54,8 +55,10 @@ def summary(name: str, samples_s: list[float], unit: float, target: float | None
 
 
 def start_sidecar(endpoint: str) -> subprocess.Popen:
+    # The production path: the LangGraph agent with its SQLite checkpoint, as in training runs.
+    ckpt = endpoint.removeprefix("ipc://").rsplit("/", 1)[0] + "/agent.sqlite"
     argv = [sys.executable, "-m", "rudder", "-q", "agent", "serve", "--bind", endpoint]
-    proc = subprocess.Popen([*argv, "--decider", "never"])
+    proc = subprocess.Popen([*argv, "--decider", "never", "--checkpoint", ckpt, "--run-id", "b"])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

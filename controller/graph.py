@@ -82,6 +82,10 @@ class GraphAgent:
 
             Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(checkpoint), check_same_thread=False)
+            # Write-ahead log, fsync at checkpoints of the log only: a crash can lose the last
+            # decision's history entry, never corrupt the file; ~1 ms less per decision.
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             saver = SqliteSaver(self._conn)
         else:
             saver = InMemorySaver()
@@ -139,9 +143,13 @@ def build_agent(
     llm_url: str | None = None,
     llm_model: str | None = None,
     prompt: str | None = None,
+    warm_up: bool = False,
     **llm_options,
 ) -> GraphAgent:
-    """The agent for a decider spec: ``llm``, ``classifier:PATH``, or a rule spec."""
+    """The agent for a decider spec: ``llm``, ``classifier:PATH``, or a rule spec.
+
+    ``warm_up``: put the LLM's system prompt in the server's cache now (sidecars do).
+    """
     llm = None
     if decider == "llm":
         base = LLMConfig()
@@ -151,5 +159,10 @@ def build_agent(
             prompt=prompt or base.prompt,
             **llm_options,
         )
-    make_model(decider, llm)  # fail now, not at the first decision, on a bad spec
+    first = make_model(decider, llm)  # fail now, not at the first decision, on a bad spec
+    if llm is not None and warm_up:
+        try:
+            log.info("LLM prompt cache warmed in %.1f s", first.warm_up())
+        except Exception as e:  # the first decision will report the LLM's failure as invalid
+            log.warning("could not warm up the LLM at %s: %s", llm.url, e)
     return GraphAgent(lambda: make_model(decider, llm), run_id=run_id, checkpoint=checkpoint)

@@ -76,6 +76,33 @@ class LLMModel:
     def messages(self, current: dict, history: list[str]) -> list[dict]:
         return decision_messages(self.prompt, current, history)
 
+    def warm_up(self) -> float:
+        """Put the static system prompt in the server's prompt cache; returns seconds taken.
+
+        One token is generated. Later decisions then process only their metrics part: on a
+        busy 2-core machine that is the difference between answering within a run and not.
+        """
+        import time
+
+        import ollama
+
+        t0 = time.perf_counter()
+        client = ollama.Client(host=self.config.url, timeout=self.config.timeout_s)
+        client.chat(
+            model=self.config.model,
+            messages=[
+                {"role": "system", "content": self.prompt.system},
+                {"role": "user", "content": "Ready?"},
+            ],
+            options={
+                "num_ctx": self.config.num_ctx,
+                "num_predict": 1,
+                "temperature": self.config.temperature,
+                "seed": self.config.seed,
+            },
+        )
+        return time.perf_counter() - t0
+
     def answer(self, current: dict, history: list[str]) -> str:
         msgs = self.messages(current, history)
         return self.chat.invoke([(m["role"], m["content"]) for m in msgs]).content

@@ -65,6 +65,9 @@ def summarize(cfg, wc, report, out: Path, *, run_id: str, cluster_mode: str) -> 
         "remote_inputs_per_epoch": sum(epoch_sum("remote_inputs")[steady]) / len(rows[steady]),
         "hit_rate": hits / remote if remote else 0.0,
         "replacements": sum(t["totals"]["replacements"] for t in trainers),
+        "decisions": sum(t.get("decisions", 0) for t in trainers),
+        "replace_decisions": sum(t.get("replace_decisions", 0) for t in trainers),
+        "replacement_interval": _mean(t.get("replacement_interval") for t in trainers),
         "rows_replaced": sum(t["totals"]["rows_replaced"] for t in trainers),
         "prefill_rows": sum(t["totals"]["prefill_rows"] for t in trainers),
         "time_per_epoch_s": {  # mean per trainer per epoch, all epochs
@@ -86,6 +89,32 @@ def summarize(cfg, wc, report, out: Path, *, run_id: str, cluster_mode: str) -> 
         "peak_rss_bytes": {p.name: p.peak_rss_bytes for p in report.processes},
         "duration_s": report.duration_s,
         "trainers": trainers,
+    }
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v]
+    return sum(vals) / len(vals) if vals else None
+
+
+def agent_totals(agent: dict | None) -> dict:
+    """Valid %, Pass@1 and latency over all trainers, from the sidecars' statistics."""
+    if not agent:
+        return {}
+    stats = [a["agent"] for a in agent.values() if a.get("agent")]
+    n = sum(s["decisions"] for s in stats)
+    ev = sum(s["evaluated"] for s in stats)
+
+    def weighted(key: str, weight: str, total: int) -> float | None:
+        parts = [(s[key], s[weight]) for s in stats if s.get(key) is not None and s[weight]]
+        return sum(v * w for v, w in parts) / total if parts and total else None
+
+    return {
+        "agent_decisions": n,
+        "valid_pct": weighted("valid_pct", "decisions", n),
+        "pass_at_1_hits": weighted("pass_at_1_hits", "evaluated", ev),
+        "pass_at_1_comm": weighted("pass_at_1_comm", "evaluated", ev),
+        "latency_p50_s": _mean(s.get("latency_p50_s") for s in stats),
     }
 
 
@@ -118,17 +147,17 @@ def comparison_rows(summaries: list[tuple[str, dict]]) -> tuple[list[str], list[
         "epoch_s",
         "speedup",
         "rows/epoch",
-        "MB/epoch",
         "comm_vs_ref",
         "hit_%",
-        "rounds",
-        "compute_s",
-        "pull_s",
-        "wait_s",
+        "decisions",
+        "interval",
+        "valid_%",
+        "pass@1_hits",
+        "latency_s",
     ]
     rows = []
     for name, s in summaries:
-        t = s["time_per_epoch_s"]
+        a = agent_totals(s.get("agent"))
         rows.append(
             [
                 name,
@@ -137,15 +166,15 @@ def comparison_rows(summaries: list[tuple[str, dict]]) -> tuple[list[str], list[
                 s["epoch_time_s"],
                 ref["epoch_time_s"] / s["epoch_time_s"] if s["epoch_time_s"] else None,
                 round(s["rows_fetched_per_epoch"]),
-                s["bytes_fetched_per_epoch"] / 1e6,
                 s["rows_fetched_per_epoch"] / ref["rows_fetched_per_epoch"]
                 if ref["rows_fetched_per_epoch"]
                 else None,
                 100 * s["hit_rate"],
-                s["replacements"],
-                t["compute"],
-                t["pull"],
-                t["waiting_for_prefetch"],
+                s.get("decisions"),
+                s.get("replacement_interval"),
+                a.get("valid_pct"),
+                a.get("pass_at_1_hits"),
+                a.get("latency_p50_s"),
             ]
         )
     return headers, rows

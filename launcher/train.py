@@ -258,6 +258,8 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
                         },
                         out / "logs",
                         mode=cfg.options.agent_mode,
+                        # an LLM sidecar warms the prompt cache before it answers pings
+                        ready_timeout_s=180.0 if cfg.options.decider == "llm" else 30.0,
                     )
                 )
             # The supervisor logs its own events (starts, exits, stops).

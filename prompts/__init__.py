@@ -51,14 +51,16 @@ def load(name_or_path: str = DEFAULT_PROMPT) -> DecisionPrompt:
 
 #: The answer the decision prompt asks for, enforced as a grammar by the LLM server.
 DECISION_SCHEMA = {
+    # Property order is generation order under the grammar: the reason and the expected effects
+    # come first, so the model has stated them before it commits to a decision.
     "type": "object",
     "properties": {
-        "decision": {"type": "string", "enum": ["replace", "skip"]},
-        "reason": {"type": "string", "maxLength": 160},
+        "reason": {"type": "string", "maxLength": 100},
         "expected_hit_pct": {"type": "string", "enum": ["increase", "decrease", "stagnant"]},
         "expected_communication": {"type": "string", "enum": ["increase", "decrease", "stagnant"]},
+        "decision": {"type": "string", "enum": ["replace", "skip"]},
     },
-    "required": ["decision", "reason", "expected_hit_pct", "expected_communication"],
+    "required": ["reason", "expected_hit_pct", "expected_communication", "decision"],
 }
 
 

@@ -88,6 +88,8 @@ def run_serve(args: argparse.Namespace) -> int:
         "llm_model": args.llm_model,
         "prompt": args.prompt,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "run_id": args.run_id,
+        "warm_up": args.decider == "llm" or None,  # before trainers connect
     }
     agent = make_agent(args.decider, **{k: v for k, v in options.items() if v is not None})
     config = ServerConfig(

@@ -237,7 +237,8 @@ def test_unknown_decider_is_a_clear_error():
 
 def test_sidecar_killed_mid_run_then_restarted(tmp_path):
     ep = f"ipc://{tmp_path}/agent.sock"
-    proc = start_serve(ep)
+    history = ("--checkpoint", str(tmp_path / "agent.sqlite"), "--run-id", "r1")
+    proc = start_serve(ep, *history)
     c = AgentClient(ClientConfig(endpoint=ep, trainer=0, **FAST))
     t = 0
 
@@ -261,9 +262,13 @@ def test_sidecar_killed_mid_run_then_restarted(tmp_path):
             worst = max(worst, step())
         assert worst < 0.03  # skip without blocking while the agent is gone
         assert len(c.applied) == before and c.reconnects >= 1
-        proc = start_serve(ep)  # a new sidecar on the same endpoint (stale file replaced)
+        proc = start_serve(ep, *history)  # a new sidecar on the same endpoint and checkpoint
         assert wait_until(lambda: (step(), len(c.applied) > before)[1], 10.0)
         assert all(d is Decision.REPLACE for _, d in c.applied[before:])
+        # The trainer's history resumed from the checkpoint: the new sidecar's agent counts
+        # the decisions of the one that was killed too.
+        stats = ask(ep, StatsRequest(seq=7), timeout_s=5.0).trainers[0]["agent"]
+        assert stats["decisions"] > len(c.applied) - before
     finally:
         c.close()
         stop(proc)

@@ -429,6 +429,7 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
         },
         "decisions": len(channel.applied) if channel else 0,
         "replace_decisions": sum(bool(d) for _, d in channel.applied) if channel else 0,
+        "replacement_interval": channel.replacement_interval() if channel else None,
         "agent": channel.counters() if isinstance(channel, AgentClient) else None,
         "verification": asdict(preparer.verification) if cfg.options.verify_features else None,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

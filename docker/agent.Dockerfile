@@ -47,7 +47,6 @@ RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
 USER 10001:10001
 VOLUME ["/run/rudder"]
 ENTRYPOINT ["rudder"]
-# `rudder agent serve` arrives with the agent-sidecar issue (the LangGraph agent over ZeroMQ);
-# until then this default command exits with "invalid choice: 'agent'". The LLM URL and model
-# can also come from RUDDER_LLM_URL / RUDDER_LLM_MODEL.
+# The LangGraph agent over ZeroMQ (docs/agent.md); trainers reach it through the socket in the
+# /run/rudder volume. The LLM URL and model can also come from RUDDER_LLM_URL / RUDDER_LLM_MODEL.
 CMD ["agent", "serve", "--bind", "ipc:///run/rudder/agent.sock", "--decider", "llm", "--llm-url", "http://ollama:11434"]

@@ -66,6 +66,7 @@ class TrainConfig:
         default_factory=dict
     )  # llm_url, llm_model, prompt, checkpoint
     llm_threads: int = 2  # of the embedded LLM server, when the run starts one
+    llm_nice: int = 10  # its CPU priority below training's: training never waits for it
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -244,6 +245,7 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
                             cfg.agent_options.get("llm_url", DEFAULT_URL),
                             cfg.agent_options.get("llm_model"),
                             threads=cfg.llm_threads,
+                            nice=cfg.llm_nice,
                             log_file=out / "logs" / "llm-server.log",
                         )
                     )

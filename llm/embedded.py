@@ -43,10 +43,14 @@ def llm_available(
     *,
     threads: int = 2,
     ctx: int = 2048,
+    nice: int = 0,
     start_timeout_s: float = 180.0,
     log_file: Path | None = None,
 ) -> Iterator[bool]:
-    """Make sure an LLM answers at ``url``; yields True if this call started one."""
+    """Make sure an LLM answers at ``url``; yields True if this call started one.
+
+    ``nice`` lowers a started server's CPU priority (``rudder llm serve --nice``).
+    """
     if answers(url):
         log.info("using the LLM server at %s", url)
         yield False
@@ -74,6 +78,8 @@ def llm_available(
         str(threads),
         "--ctx",
         str(ctx),
+        "--nice",
+        str(nice),
     ]
     out = open(log_file, "w") if log_file else subprocess.DEVNULL  # noqa: SIM115
     log.info("no LLM server at %s: starting the embedded one (%s)", url, model or DEFAULT_MODEL)

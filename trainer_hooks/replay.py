@@ -18,7 +18,7 @@ from rudder.trainer_hooks.deciders import Decider, make_decider
 from rudder.trainer_hooks.decisions import DecisionChannel, TimedChannel, TimedDecider
 from rudder.trainer_hooks.metrics import DEFAULT_WINDOW, Accounting, Metrics, Totals
 from rudder.trainer_hooks.policies.base import PolicyContext
-from rudder.trainer_hooks.policies.offline import next_use
+from rudder.trainer_hooks.policies.offline import by_popularity, next_use
 from rudder.trainer_hooks.policies.registry import (
     OFFLINE_POLICIES,
     PolicySpec,
@@ -80,6 +80,7 @@ def context_for(trace: AccessTrace, specs: Sequence[PolicySpec]) -> PolicyContex
         prefill_ranking=trace.prefill_ranking,
         future=next_use(trace.offsets, trace.ids) if offline else None,
         distinct_ids=trace.distinct_ids() if offline else None,
+        popular=by_popularity(trace.ids) if offline else None,
     )
 
 

@@ -53,6 +53,17 @@ def add_graph_shape_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_fill_free_arg(p: argparse.ArgumentParser) -> None:
+    """--no-fill-free: the paper's buffer, which stays empty until the decider's first replace."""
+    p.add_argument(
+        "--no-fill-free",
+        dest="fill_free",
+        action="store_false",
+        help="scored policies: leave free slots empty until a replacement round (the paper's "
+        "behaviour); by default they take the misses being pulled anyway, at no extra cost",
+    )
+
+
 def graph_spec_from(args: argparse.Namespace):
     """The :class:`GraphSpec` of :func:`add_graph_shape_args` (plus ``--seed``)."""
     from rudder.graphs.synthetic import GraphSpec

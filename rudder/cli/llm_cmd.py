@@ -31,6 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=11434)
     s.add_argument("--threads", type=positive_int, default=2)
     s.add_argument("--ctx", type=positive_int, default=2048, help="context size in tokens")
+    s.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="lower the server's CPU priority by N (0-19): on a host that also trains, training "
+        "keeps the CPU and decisions take longer",
+    )
     s.set_defaults(func=run_serve)
 
     a = lsub.add_parser(
@@ -59,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from rudder.llm.models import DEFAULT_MODEL
     from rudder.llm.server import ServeConfig, serve
+
+    if not 0 <= args.nice <= 19:
+        raise UserError(f"--nice takes 0..19, got {args.nice}")
+    if args.nice:
+        os.nice(args.nice)  # before llama.cpp starts its threads, so they all inherit it
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         import logging

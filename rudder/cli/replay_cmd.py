@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from rudder.cli.common import UserError, fraction, positive_int
+from rudder.cli.common import UserError, add_fill_free_arg, fraction, positive_int
 from rudder.cli.prompt_cmd import add_llm_args
 
 log = logging.getLogger(__name__)
@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "replay",
         help="replay buffer policies over an access trace",
         description="Run replacement policies over one trainer's access trace and report rows "
-        "fetched, hits and replacements. Offline bounds (belady, infinite) come with the "
-        "trace's future; `--policy all` also prints each policy's rows relative to belady's.",
+        "fetched, hits and replacements. Offline bounds (best-static, belady, infinite) come "
+        "with the trace's future; `--policy all` also prints each policy's rows relative to "
+        "belady's.",
     )
     p.add_argument("--trace", required=True, type=Path, help="a trace file, or a directory of them")
     p.add_argument(
@@ -33,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--policy",
         default="all",
         help="a policy, a comma-separated list, or 'all' "
-        "(none, static, fixed, periodic[:P], lru, lfu, s3fifo, rudder, belady, infinite)",
+        "(none, static, fixed, periodic[:P], lru, lfu, s3fifo, rudder, best-static, belady, "
+        "infinite)",
     )
     p.add_argument(
         "--buffer",
@@ -61,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="replacement candidates: ids missed in the last W minibatches",
     )
+    add_fill_free_arg(p)
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument(
         "--metrics-out",
@@ -113,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
         buffer_fraction=args.buffer,
         decider="never" if agent_decider else args.decider,  # the agent replaces it below
         latency=args.latency,
-        scored=ScoredOptions(scoring=args.scoring, candidate_window=args.candidate_window),
+        scored=ScoredOptions(
+            scoring=args.scoring,
+            candidate_window=args.candidate_window,
+            fill_free=args.fill_free,
+        ),
     )
     path = _pick_trace(args.trace, args.rank)
     trace = load_trace(path)
@@ -172,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         "latency": args.latency,
         "scoring": args.scoring,
         "candidate_window": args.candidate_window,
+        "fill_free": args.fill_free,
         "results": results,
     }
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rudder.cli.common import UserError, fraction, int_list, positive_int
+from rudder.cli.common import UserError, add_fill_free_arg, fraction, int_list, positive_int
 from rudder.cli.prompt_cmd import add_llm_args
 
 
@@ -66,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--scoring", choices=("additive", "multiplicative"), default="additive")
     p.add_argument("--candidate-window", type=positive_int, default=1)
+    add_fill_free_arg(p)
     overlap = p.add_mutually_exclusive_group()
     overlap.add_argument(
         "--overlap",
@@ -133,6 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
         buffer_fraction=args.buffer,
         scoring=args.scoring,
         candidate_window=args.candidate_window,
+        fill_free=args.fill_free,
         overlap=args.overlap,
         verify_features=args.verify_features,
         record_trace=args.record_trace,

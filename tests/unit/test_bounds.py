@@ -1,4 +1,5 @@
-"""Belady's MIN with bypass is the fewest rows any buffer can fetch: checked by brute force."""
+"""Offline bounds: Belady's MIN with bypass is the fewest rows any buffer can fetch (checked by
+brute force); best-static keeps the most requested ids; infinite fetches each id once."""
 
 import itertools
 
@@ -84,3 +85,15 @@ def test_none_never_hits(rng):
     trace = make_trace(random_batches(rng, 10, universe=50, max_len=20))
     t = _rows(trace, "none", 0.5)
     assert t.hits == 0 and t.rows_fetched == trace.ids.shape[0]
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 1.0])
+def test_best_static_keeps_the_most_requested_ids_from_their_first_request(rng, fraction):
+    trace = make_trace(random_batches(rng, 30, universe=120, max_len=40))
+    capacity = trace.meta.capacity(fraction)
+    _, counts = np.unique(trace.ids, return_counts=True)
+    kept = np.sort(counts)[::-1][:capacity]
+    t = _rows(trace, "best-static", fraction)
+    # each kept id misses once (its first request), then always hits; the rest always miss
+    assert t.hits == int(kept.sum()) - kept.shape[0]
+    assert t.rows_fetched == trace.ids.shape[0] - t.hits and t.evicted == 0

@@ -7,8 +7,9 @@ from conftest import random_batches
 
 from rudder.trainer_hooks.dist.fetcher import BufferedFetcher
 from rudder.trainer_hooks.policies import POLICY_NAMES, PolicyContext, make_policy
+from rudder.trainer_hooks.policies.registry import OFFLINE_POLICIES
 
-ONLINE = [p for p in POLICY_NAMES if p not in ("belady", "infinite")]
+ONLINE = [p for p in POLICY_NAMES if p not in OFFLINE_POLICIES]
 N, LO, HI, F = 400, 100, 250, 8
 
 

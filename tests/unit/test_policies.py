@@ -4,19 +4,15 @@ import numpy as np
 import pytest
 from conftest import feature_rows, make_trace, random_batches
 
-from rudder.trainer_hooks.policies import POLICY_NAMES, make_policy
-from rudder.trainer_hooks.policies.base import PolicyContext
-from rudder.trainer_hooks.policies.offline import next_use
+from rudder.trainer_hooks.policies import POLICY_NAMES, PolicyContext, PolicySpec, make_policy
+from rudder.trainer_hooks.policies.registry import OFFLINE_POLICIES
+from rudder.trainer_hooks.replay import context_for
 
-ONLINE = [p for p in POLICY_NAMES if p not in ("belady", "infinite")]
+ONLINE = [p for p in POLICY_NAMES if p not in OFFLINE_POLICIES]
 
 
 def _context(trace):
-    return PolicyContext(
-        prefill_ranking=trace.prefill_ranking,
-        future=next_use(trace.offsets, trace.ids),
-        distinct_ids=trace.distinct_ids(),
-    )
+    return context_for(trace, [PolicySpec(name) for name in OFFLINE_POLICIES])
 
 
 def _drive(policy, trace, decisions, dim=4):

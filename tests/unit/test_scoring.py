@@ -9,8 +9,10 @@ from rudder.trainer_hooks.policies.scored import ScoredPolicy
 from rudder.trainer_hooks.scoring import Additive, Multiplicative, make_scoring
 
 
-def _policy(rule, capacity=2, window=1):
-    return ScoredPolicy(PersistentBuffer(capacity), rule, MissTracker(window=window))
+def _policy(rule, capacity=2, window=1, fill_free=False):
+    return ScoredPolicy(
+        PersistentBuffer(capacity), rule, MissTracker(window=window), fill_free=fill_free
+    )
 
 
 def _values_by_id(policy):
@@ -94,6 +96,26 @@ def test_new_entries_start_bounded_whatever_their_miss_count():
         p.step(_ids(9))  # 50 misses, no replacement
     p.step(_ids(9), replace=True)
     assert _values_by_id(p) == {9: 1.0}
+
+
+def test_free_slots_take_this_minibatchs_misses_without_a_round():
+    p = _policy(make_scoring("additive"), capacity=3, window=4, fill_free=True)
+    p.step(_ids(1))
+    plan = p.step(_ids(1, 2, 3))
+    assert plan.n_hits == 1 and not plan.replaced and plan.n_extra == 0 and plan.evicted == 0
+    assert sorted(p.buffer.occupied_ids().tolist()) == [1, 2, 3]
+    plan = p.step(_ids(4, 5))  # full: nothing is evicted without a decision
+    assert plan.n_admitted == 0 and sorted(p.buffer.occupied_ids().tolist()) == [1, 2, 3]
+
+
+def test_a_fill_is_not_counted_as_a_replacement_round():
+    from rudder.trainer_hooks.metrics import Accounting
+
+    p = _policy(make_scoring("additive"), capacity=4, fill_free=True)
+    acct = Accounting(trainer=0, capacity=4, row_bytes=4, total_minibatches=2)
+    m = acct.record(p.step(_ids(1, 2)), epoch=0, local_inputs=0, buffer_fill=p.buffer.size)
+    assert m.replaced == 0 and acct.totals.replacements == 0 and m.buffer_fill == 2
+    assert m.rows_fetched == 2  # the fill rode in the misses' pull
 
 
 @pytest.mark.parametrize(

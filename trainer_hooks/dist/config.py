@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rudder.trainer_hooks.policies.registry import PolicySpec
+from rudder.trainer_hooks.policies.registry import OFFLINE_POLICIES, PolicySpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,7 @@ class TrainingOptions:
     buffer_fraction: float = 0.25
     scoring: str = "additive"
     candidate_window: int = 1
+    fill_free: bool = True  # free buffer slots take misses without waiting for a decision
     overlap: bool | None = None  # look-ahead prefetching; None: all policies but `none`
     verify_features: bool = False  # also do a plain pull and compare (tests, debugging)
     record_trace: bool = False  # write access traces to <out_dir>/trace
@@ -49,8 +50,7 @@ class TrainingOptions:
     agent_mode: str = "async"  # sidecar: "async" (never wait) or "sync" (wait every minibatch)
 
     def __post_init__(self) -> None:
-        PolicySpec.parse(self.policy)
-        if self.policy in ("belady", "infinite"):
+        if PolicySpec.parse(self.policy).name in OFFLINE_POLICIES:
             raise ValueError(f"{self.policy} is an offline bound: use it with `rudder replay`")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be >= 1")

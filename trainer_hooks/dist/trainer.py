@@ -175,7 +175,9 @@ def _policy_for(cfg: WorkerConfig, part: int):
     ranking = np.load(info.remote_ranking) if spec.name in ("static", "periodic") else None
     capacity = round(cfg.options.buffer_fraction * info.remote_node_count)
     options = ScoredOptions(
-        scoring=cfg.options.scoring, candidate_window=cfg.options.candidate_window
+        scoring=cfg.options.scoring,
+        candidate_window=cfg.options.candidate_window,
+        fill_free=cfg.options.fill_free,
     )
     policy = make_policy(
         spec,

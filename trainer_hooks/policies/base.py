@@ -97,11 +97,13 @@ class PolicyContext:
     ``prefill_ranking``: remote ids, best first (by degree), for policies that prefill.
     ``future``: for each position of the trace's concatenated ids, the minibatch of that id's
     next request (offline bounds only). ``distinct_ids``: distinct remote ids in the trace.
+    ``popular``: the trace's distinct ids, most requested first (offline bounds only).
     """
 
     prefill_ranking: np.ndarray | None = None
     future: np.ndarray | None = None
     distinct_ids: int | None = None
+    popular: np.ndarray | None = None
 
 
 class Policy(ABC):

@@ -7,6 +7,13 @@ capacity can fetch on the trace; prefetching cannot do better, because any prefe
 be made lazy (fetch each row at its next request) without fetching more. It needs the future,
 so it exists only in replay. ``infinite`` (registered as an unbounded LRU) fetches each distinct
 id once.
+
+``best-static`` keeps the ``capacity`` ids the whole trace requests most, each admitted at its
+first request and never evicted: the best buffer that never changes, chosen in hindsight. When
+minibatches are sampled independently (the usual case), requests follow the independent
+reference model, under which keeping the most-requested ids is also the best an *online*
+policy can do in expectation; what ``belady`` saves beyond it comes from knowing which ids the
+next random minibatches will draw, which no policy can know.
 """
 
 from __future__ import annotations
@@ -96,6 +103,50 @@ def _belady_step(
         n_admit += 1
     size_cell[0] = n
     return n_admit, evicted
+
+
+def by_popularity(ids: np.ndarray) -> np.ndarray:
+    """The distinct ids of a trace, most requested first (ties: smaller id first)."""
+    distinct, counts = np.unique(ids, return_counts=True)
+    return distinct[np.lexsort((distinct, -counts))]
+
+
+@nb.njit(cache=True)
+def _best_static_step(table, ids, size_cell, keep, query, slots_out, admit_slots, admit_src):
+    n = size_cell[0]
+    n_admit = 0
+    n_miss = 0
+    for k in range(query.shape[0]):
+        s = idx.find(table, ids, query[k])
+        slots_out[k] = s
+        if s >= 0:
+            continue
+        miss = n_miss
+        n_miss += 1
+        j = np.searchsorted(keep, query[k])
+        if j < keep.shape[0] and keep[j] == query[k]:  # one of the kept ids: admit it for good
+            ids[n] = query[k]
+            idx.insert(table, ids, query[k], n)
+            admit_slots[n_admit] = n
+            admit_src[n_admit] = miss
+            n_admit += 1
+            n += 1
+    size_cell[0] = n
+    return n_admit, 0
+
+
+class BestStatic(Policy):
+    """The ``capacity`` most-requested ids of the trace, kept from their first request on."""
+
+    name: ClassVar[str] = "best-static"
+
+    def __init__(self, buffer: PersistentBuffer, popular: np.ndarray):
+        super().__init__(buffer)
+        self._keep = np.sort(np.asarray(popular[: buffer.capacity], dtype=np.int64))
+
+    def _step(self, ids: np.ndarray, replace: bool) -> Plan:
+        b = self.buffer
+        return demand_step(b, ids, _best_static_step, b.table, b.ids, b.size_cell, self._keep)
 
 
 class Belady(Policy):

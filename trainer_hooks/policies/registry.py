@@ -15,7 +15,7 @@ from rudder.trainer_hooks.buffer import PersistentBuffer
 from rudder.trainer_hooks.candidates import MissTracker
 from rudder.trainer_hooks.policies.base import Policy, PolicyContext
 from rudder.trainer_hooks.policies.demand import LFU, LRU, NoBuffer
-from rudder.trainer_hooks.policies.offline import Belady, next_use
+from rudder.trainer_hooks.policies.offline import Belady, BestStatic, by_popularity, next_use
 from rudder.trainer_hooks.policies.s3fifo import S3FIFO
 from rudder.trainer_hooks.policies.scored import ScoredPolicy
 from rudder.trainer_hooks.scoring import ScoringRule, make_scoring
@@ -30,6 +30,7 @@ class ScoredOptions:
     scoring: str = "additive"
     scoring_params: tuple[tuple[str, float], ...] = ()
     candidate_window: int = 1
+    fill_free: bool = True  # free slots take the misses being pulled anyway, without a round
 
     def rule(self) -> ScoringRule:
         return make_scoring(self.scoring, **dict(self.scoring_params))
@@ -72,6 +73,7 @@ def _scored(prefill: bool) -> Callable[..., Policy]:
             opts.rule(),
             MissTracker(window=opts.candidate_window),
             prefill_ids=ctx.prefill_ranking if prefill else None,
+            fill_free=opts.fill_free,
         )
 
     return build
@@ -83,6 +85,12 @@ def _belady(buffer: PersistentBuffer, ctx: PolicyContext, opts: ScoredOptions) -
     return Belady(buffer, ctx.future)
 
 
+def _best_static(buffer: PersistentBuffer, ctx: PolicyContext, opts: ScoredOptions) -> Policy:
+    if ctx.popular is None:
+        raise ValueError("best-static needs the whole trace (it is an offline bound)")
+    return BestStatic(buffer, ctx.popular)
+
+
 _BUILDERS: dict[str, Callable[..., Policy]] = {
     "none": lambda b, ctx, opts: NoBuffer(b),
     "static": _scored(prefill=True),
@@ -92,12 +100,13 @@ _BUILDERS: dict[str, Callable[..., Policy]] = {
     "lfu": lambda b, ctx, opts: LFU(b),
     "s3fifo": lambda b, ctx, opts: S3FIFO(b),
     "rudder": _scored(prefill=False),
+    "best-static": _best_static,
     "belady": _belady,
     "infinite": lambda b, ctx, opts: LRU(b),
 }
 POLICY_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 #: Policies that need the future of the trace: replay only.
-OFFLINE_POLICIES = frozenset({"belady", "infinite"})
+OFFLINE_POLICIES = frozenset({"best-static", "belady", "infinite"})
 
 
 #: The fixed decision rule that defines each baseline built on the scored policy.
@@ -151,6 +160,7 @@ def warm_up(name: str | PolicySpec, feat_dim: int = 0) -> None:
         prefill_ranking=np.array([5, 1], dtype=np.int64),
         future=next_use(offsets, ids),
         distinct_ids=5,
+        popular=by_popularity(ids),
     )
     policy = make_policy(spec, 2, ctx, feat_dim=feat_dim)
     policy.prefill()

@@ -57,11 +57,13 @@ class ScoredPolicy(Policy):
         scoring: ScoringRule,
         candidates: MissTracker | None = None,
         prefill_ids: np.ndarray | None = None,
+        fill_free: bool = True,
     ):
         super().__init__(buffer)
         self.scoring = scoring
         self.candidates = candidates if candidates is not None else MissTracker()
         self._prefill_ids = prefill_ids
+        self.fill_free = fill_free
 
     def prefill(self) -> Plan | None:
         if self._prefill_ids is None or self.capacity == 0:
@@ -110,11 +112,18 @@ class ScoredPolicy(Policy):
         self.scoring.on_hits(b.scores, b.stamps, slots, t)
         misses = ids[slots < 0]
         self.candidates.record(misses, t)
-        if not replace or self.capacity == 0:
+        free = self.capacity - b.size
+        if replace and self.capacity > 0:
+            new_ids = self.candidates.top(self.capacity, t)
+            victims = self._victims(t, new_ids.shape[0])
+        elif self.fill_free and free > 0:
+            # Free slots take this minibatch's misses, whose rows are pulled anyway: no
+            # decision needed, no eviction, no extra row.
+            new_ids = self.candidates.top(self.capacity, t)
+            new_ids = new_ids[np.isin(new_ids, misses, assume_unique=True)][:free]
+            victims = np.arange(b.size, b.size + new_ids.shape[0], dtype=np.int32)
+        else:
             return Plan.lookup_only(slots, misses)
-
-        new_ids = self.candidates.top(self.capacity, t)
-        victims = self._victims(t, new_ids.shape[0])
         new_ids = new_ids[: victims.shape[0]]
         evicted = _assign(
             b.table,
@@ -145,5 +154,5 @@ class ScoredPolicy(Policy):
             admit_slots=victims,
             admit_src=src,
             evicted=int(evicted),
-            replaced=True,
+            replaced=replace,
         )

@@ -643,6 +643,8 @@ class AgentServer:
         trainers = {}
         for tid, st in self._trainers.items():
             trainers[tid] = {**st.stats(now), "agent": agent_stats.get(str(tid), {})}
+        for tid, stats in agent_stats.items():  # trainers that said bye: their decisions count
+            trainers.setdefault(int(tid), {"connected": False, "agent": stats})
         server = {
             **self.counters,
             "decider": self.config.label,

@@ -111,6 +111,7 @@ def agent_totals(agent: dict | None) -> dict:
 
     return {
         "agent_decisions": n,
+        "evaluated": ev,
         "valid_pct": weighted("valid_pct", "decisions", n),
         "pass_at_1_hits": weighted("pass_at_1_hits", "evaluated", ev),
         "pass_at_1_comm": weighted("pass_at_1_comm", "evaluated", ev),

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from rudder import __version__
 from rudder.cli import (
     agent_cmd,
+    bench_cmd,
     classifier_cmd,
     graph_cmd,
     llm_cmd,
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cmd.register(sub)
     classifier_cmd.register(sub)
     prompt_cmd.register(sub)
+    bench_cmd.register(sub)
     return parser
 
 

@@ -188,6 +188,12 @@ def test_decisions_are_logged_and_stats_reported(sidecar, tmp_path):
         assert "agent always" in table and "replace_pct" in table
     finally:
         c.close()
+    # a trainer that said bye still counts: runs collect the statistics after training
+    deadline = time.monotonic() + 5
+    while (left := ask(ep, StatsRequest(seq=9)).trainers[4]).get("connected", True):
+        assert time.monotonic() < deadline, "the sidecar never saw the bye"
+        time.sleep(0.05)
+    assert left["agent"]["decisions"] >= 3 and left["agent"]["valid_pct"] == 100.0
     lines = [json.loads(x) for x in (tmp_path / "decisions.jsonl").read_text().splitlines()]
     assert [r["minibatch"] for r in lines][:3] == [0, 1, 2]
     assert all(r["decision"] == "replace" and r["expected_hit_pct"] == "increase" for r in lines)

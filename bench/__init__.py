@@ -1,0 +1,1 @@
+"""The side-by-side evaluation behind `rudder bench` (docs/bench.md)."""

@@ -1,0 +1,123 @@
+"""The issue's targets, checked on a bench's results (ratios within one run; never timers).
+
+1. `rudder:llm` at a 25% buffer fetches <= 0.5x the rows of `none` and <= 1.3x `belady`'s.
+2. With 1gbit links on 4 machines, `rudder:llm`'s epoch time is <= 0.75x `none`'s and below
+   `fixed`'s.
+3. The LLM decider's Pass@1 %-hits is >= 80% with >= 99.5% valid answers (pooled over the
+   live runs with the LLM, asynchronous and synchronous).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rudder.bench.tables import BlockKey, Row
+
+LLM = "rudder:llm"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One target in one place, and whether the bench met it."""
+
+    target: str
+    where: str
+    measured: str
+    met: bool | None  # None: not measurable in this bench (says why in ``measured``)
+
+
+def _llm_row(rows: list[Row]) -> Row | None:
+    return next((r for r in rows if r.variant == LLM and r.mode in (None, "async")), None)
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def communication(blocks: dict[BlockKey, list[Row]]) -> list[Check]:
+    out = []
+    for key, rows in blocks.items():
+        row = _llm_row(rows)
+        if key.buffer != 0.25 or row is None:
+            continue
+        out.append(
+            Check(
+                "rows <= 0.5x none",
+                key.label,
+                f"{_fmt(row.comm_vs_none)}x none",
+                None if row.comm_vs_none is None else row.comm_vs_none <= 0.5,
+            )
+        )
+        out.append(
+            Check(
+                "rows <= 1.3x belady",
+                key.label,
+                f"{_fmt(row.rows_vs_belady)}x belady "
+                f"(best-static {_fmt(row.rows_vs_best_static)}x)",
+                None if row.rows_vs_belady is None else row.rows_vs_belady <= 1.3,
+            )
+        )
+    return out
+
+
+def epoch_time(blocks: dict[BlockKey, list[Row]]) -> list[Check]:
+    out = []
+    for key, rows in blocks.items():
+        row = _llm_row(rows)
+        if key.machines != 4 or key.bandwidth == "unshaped" or row is None:
+            continue
+        fixed = next((r for r in rows if r.variant == "fixed"), None)
+        ratio = 1 / row.speedup_vs_none if row.speedup_vs_none else None
+        below_fixed = fixed is not None and row.epoch_s < fixed.epoch_s
+        out.append(
+            Check(
+                "epoch <= 0.75x none and < fixed",
+                key.label,
+                f"{_fmt(ratio)}x none; {row.epoch_s:.3f} s vs fixed "
+                f"{_fmt(fixed.epoch_s if fixed else None)} s",
+                None if ratio is None or fixed is None else ratio <= 0.75 and below_fixed,
+            )
+        )
+    return out
+
+
+def pass_at_1(records: list[dict]) -> list[Check]:
+    """Pooled over every live LLM run: decisions-weighted valid %, evaluated-weighted Pass@1."""
+    agents = [
+        r["summary"]["agent"] for r in records if r.get("ok") and r["run"]["decider"] == "llm"
+    ]
+    n = sum(a.get("agent_decisions") or 0 for a in agents)
+    ev = sum(a.get("evaluated") or 0 for a in agents)
+    if not agents:
+        return []
+    valid = sum(
+        (a["valid_pct"] or 0) * a["agent_decisions"]
+        for a in agents
+        if a.get("valid_pct") is not None
+    )
+    hits = sum(
+        a["pass_at_1_hits"] * a["evaluated"] for a in agents if a.get("pass_at_1_hits") is not None
+    )
+    where = f"{len(agents)} LLM runs, {n} decisions, {ev} evaluated"
+    valid_pct = valid / n if n else None
+    pass_hits = hits / ev if ev else None
+    return [
+        Check(
+            "Pass@1 %-hits >= 80%",
+            where,
+            "not measurable (no decision was evaluated)"
+            if pass_hits is None
+            else f"{100 * pass_hits:.1f}%",
+            None if pass_hits is None else pass_hits >= 0.8,
+        ),
+        Check(
+            "valid answers >= 99.5%",
+            where,
+            "no decision" if valid_pct is None else f"{valid_pct:.1f}%",
+            None if valid_pct is None else valid_pct >= 99.5,
+        ),
+    ]
+
+
+def check(blocks: dict[BlockKey, list[Row]], records: list[dict]) -> list[Check]:
+    return [*communication(blocks), *epoch_time(blocks), *pass_at_1(records)]

@@ -248,6 +248,7 @@ class _Trainer:
     def stats(self, now: float) -> dict[str, Any]:
         n = self.decisions
         return {
+            "connected": True,
             "run_id": self.run_id,
             "mode": self.mode,
             "last_seen_s": round(now - self.last_seen, 3),

@@ -136,7 +136,7 @@ def run_stats(args: argparse.Namespace) -> int:
     )
     columns = ("metrics", "decisions", "replace_pct", "superseded", "failed", "mean_latency_s")
     rows = [
-        [tid, *(s.get(c) for c in columns), s.get("last_seen_s")]
+        [tid, *(s.get(c) for c in columns), s["last_seen_s"] if s.get("connected") else "left"]
         for tid, s in sorted(reply.trainers.items())
     ]
     if rows:

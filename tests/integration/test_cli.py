@@ -91,6 +91,7 @@ def test_replay_all_reports_every_policy_against_belady(trace_dir, tmp_path):
         "s3fifo",
         "rudder",
         "belady",
+        "best-static",
         "infinite",
     }
     for r in results.values():

@@ -190,7 +190,7 @@ def test_decisions_are_logged_and_stats_reported(sidecar, tmp_path):
         c.close()
     # a trainer that said bye still counts: runs collect the statistics after training
     deadline = time.monotonic() + 5
-    while (left := ask(ep, StatsRequest(seq=9)).trainers[4]).get("connected", True):
+    while (left := ask(ep, StatsRequest(seq=9)).trainers[4])["connected"]:
         assert time.monotonic() < deadline, "the sidecar never saw the bye"
         time.sleep(0.05)
     assert left["agent"]["decisions"] >= 3 and left["agent"]["valid_pct"] == 100.0

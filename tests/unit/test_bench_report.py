@@ -1,0 +1,188 @@
+"""From bench records to comparison rows, target verdicts, REPORT.md and plots."""
+
+import json
+
+import pytest
+
+from rudder.bench import report
+from rudder.bench.tables import BlockKey, blocks
+from rudder.bench.targets import check
+
+
+def _totals(rows, hits=0, inputs=20_000):
+    return {"rows_fetched": rows, "hits": hits, "remote_inputs": inputs, "minibatches": 40}
+
+
+def record(
+    variant,
+    *,
+    buffer=0.25,
+    machines=2,
+    bandwidth="1gbit",
+    epochs=10,
+    mode=None,
+    repeat=0,
+    epoch_s=1.0,
+    rows=1000.0,
+    total_rows=20_000,
+    agent=None,
+    decisions=0,
+    ok=True,
+):
+    policy, _, decider = variant.partition(":")
+    buffer = None if variant == "none" else buffer
+    run = {
+        "id": f"{variant}-{buffer}-{machines}-{bandwidth}-{mode}-{repeat}",
+        "variant": variant,
+        "policy": policy,
+        "decider": decider or None,
+        "machines": machines,
+        "bandwidth": bandwidth,
+        "epochs": epochs,
+        "buffer": buffer,
+        "mode": mode,
+        "repeat": repeat,
+        "groups": ["g"],
+    }
+    if not ok:
+        return {"run": run, "ok": False, "reason": "m1-trainer0 died", "wall_s": 1.0}
+    replay = {
+        f"{b:g}": {
+            "none": _totals(20_000),
+            "best-static": _totals(9_000, 11_000),
+            "belady": _totals(8_000, 12_000),
+        }
+        for b in (0.05, 0.25)
+    }
+    return {
+        "run": run,
+        "ok": True,
+        "wall_s": 30.0,
+        "summary": {
+            "epoch_time_s": epoch_s,
+            "epoch_times_s": [epoch_s] * epochs,
+            "rows_fetched_per_epoch": rows,
+            "bytes_fetched_per_epoch": rows * 400,
+            "hit_rate": 1 - rows / 2000,
+            "decisions": decisions,
+            "replace_decisions": decisions // 2,
+            "replacement_interval": 4.0 if decisions else None,
+            "totals": {"rows_fetched": total_rows, "hits": 20_000 - total_rows},
+            "agent": agent or {},
+        },
+        "replay": replay,
+    }
+
+
+LLM_AGENT = {
+    "agent_decisions": 10,
+    "evaluated": 8,
+    "valid_pct": 100.0,
+    "pass_at_1_hits": 0.75,
+    "pass_at_1_comm": 0.5,
+    "latency_p50_s": 9.0,
+    "replace_pct": 50.0,
+}
+
+
+@pytest.fixture
+def records():
+    return [
+        record("none", rows=2000, epoch_s=1.0),
+        record("none", rows=2000, epoch_s=1.2, machines=4),
+        record("fixed", rows=1100, epoch_s=0.9),
+        record("fixed", rows=1900, epoch_s=0.95, buffer=0.05),
+        record("rudder:llm", mode="async", rows=900, total_rows=10_000, epoch_s=0.8),
+        record("rudder:llm", mode="sync", rows=950, epoch_s=3.0, agent=LLM_AGENT, decisions=10),
+        record("rudder:heuristic", rows=1000, epoch_s=0.7, repeat=0),
+        record("rudder:heuristic", rows=1000, epoch_s=0.9, repeat=1),
+        record("fixed", machines=4, rows=1000, epoch_s=0.85),
+        record("rudder:llm", machines=4, mode="async", rows=800, epoch_s=0.84, total_rows=9000),
+        record("static", ok=False),
+    ]
+
+
+def test_blocks_relate_every_variant_to_none_fixed_and_the_bounds(records):
+    blks = blocks(records)
+    assert list(blks) == [
+        BlockKey(2, "1gbit", 10, 0.05),
+        BlockKey(2, "1gbit", 10, 0.25),
+        BlockKey(4, "1gbit", 10, 0.25),
+    ]
+    small, main, four = blks.values()
+    assert [r.label for r in small] == ["none", "fixed"]  # `none` in every block of its setting
+    rows = {r.label: r for r in main}
+    assert "static" not in rows  # failed runs are left out (and listed in the report)
+    llm = rows["rudder:llm"]
+    assert llm.speedup_vs_none == pytest.approx(1.0 / 0.8)
+    assert llm.comm_vs_none == pytest.approx(900 / 2000)
+    assert llm.comm_vs_fixed == pytest.approx(900 / 1100)
+    assert llm.rows_vs_belady == pytest.approx(10_000 / 8_000)
+    assert llm.rows_vs_best_static == pytest.approx(10_000 / 9_000)
+    assert llm.rows_vs_none_all == pytest.approx(10_000 / 20_000)
+    heur = rows["rudder:heuristic"]
+    assert heur.runs == 2 and heur.epoch_s == pytest.approx(0.8)
+    assert heur.epoch_spread_s == pytest.approx(0.1414, abs=1e-3)
+    assert rows["rudder:llm (sync)"].pass_hits == 0.75
+    assert {r.label for r in four} == {"none", "fixed", "rudder:llm"}
+
+
+def test_targets_are_judged_where_they_apply(records):
+    checks = {(c.target, c.where): c for c in check(blocks(records), records)}
+    main = "2 machines, 1gbit, 10 epochs, buffer 25%"
+    assert checks[("rows <= 0.5x none", main)].met is True  # 900 / 2000
+    assert checks[("rows <= 1.3x belady", main)].met is True  # 10k / 8k
+    four = "4 machines, 1gbit, 10 epochs, buffer 25%"
+    assert checks[("rows <= 1.3x belady", four)].met is True
+    epoch = checks[("epoch <= 0.75x none and < fixed", four)]
+    assert epoch.met is True  # 0.84 / 1.2 = 0.7, and 0.84 < 0.85
+    pooled = [c for c in checks.values() if c.target.startswith("Pass@1")]
+    assert len(pooled) == 1 and pooled[0].met is False and "75.0%" in pooled[0].measured
+    assert not any(c.where.endswith("buffer 5%") for c in checks.values())
+
+
+def test_report_and_plots_from_results(tmp_path, records):
+    run_dir = tmp_path / "runs" / records[4]["run"]["id"] / "trainers"
+    run_dir.mkdir(parents=True)
+    run_dir.joinpath("metrics-rank-0.jsonl").write_text(
+        "\n".join(
+            json.dumps(
+                {"minibatch": t, "hit_pct": 10.0 * t, "hit_pct_window": 9.0 * t, "replaced": t % 3}
+            )
+            for t in range(6)
+        )
+    )
+    sweep = {
+        "reference": records[0]["run"]["id"],
+        "rows": {
+            f"{b:g}": {"none": _totals(100), "fixed": _totals(80 - 100 * b), "belady": _totals(50)}
+            for b in (0.05, 0.25)
+        },
+    }
+    results = {
+        "config": {
+            "name": "t",
+            "dataset": {"graph": {"nodes": 1000, "avg_degree": 5}, "feat_dim": 8},
+            "train": {"batch_size": 10, "fanouts": [2, 2], "trainers": 1},
+            "llm": {"model": None, "prompt": None, "url": "http://127.0.0.1:1"},
+        },
+        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "platform": "x"},
+        "shaping": True,
+        "started": "2026-01-01T00:00:00",
+        "runs": records,
+        "classifiers": {"failed": "all 3 samples are labelled good"},
+        "sweep": sweep,
+        "ood": {"skipped": "disabled"},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    text = report.write(tmp_path).read_text()
+    for heading in ("## Targets", "### 2 machines, 1gbit, 10 epochs, buffer 25%", "## Failed runs"):
+        assert heading in text
+    assert "| rudder:llm (sync) | 10 | 50 | 4.0 | 100.0 | 75.0 | 50.0 | 9.000 |" in text
+    assert "`static-0.25-2-1gbit-None-0`: m1-trainer0 died" in text
+    assert "**Training failed**: all 3 samples" in text and "Skipped: disabled." in text
+    assert "| rudder:llm | async |" in text and "| rudder:llm | sync |" in text  # sync vs async
+    for name in ("trajectory", "epoch_time", "communication", "buffer_sweep"):
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
+        assert f"plots/{name}.png" in text
+    assert not (tmp_path / "plots" / "ood.png").exists()

@@ -3,7 +3,7 @@
 A config names the generated graph, the training every run shares, and *groups*: small
 factorial blocks (variants x buffers x machines x links x agent modes x repeats) whose union,
 without duplicates, is the matrix. The default matrix is the paper's comparison cut to what a
-2-core machine finishes in about 40 minutes; ``--quick`` is a 2-minute smoke version. A TOML
+2-core machine finishes in about 40 minutes; ``--quick`` is a 3-minute smoke version. A TOML
 file overrides either, key by key (``[[groups]]`` replaces the list); unknown keys are errors.
 See docs/bench.md for every key.
 """

@@ -89,11 +89,20 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def fingerprint(cfg: BenchConfig) -> str:
-    """What a finished run's numbers depend on besides its own axes."""
+def fingerprint(cfg: BenchConfig, variant: Variant | None = None) -> str:
+    """What a finished run's numbers depend on besides its own axes.
+
+    The data, the training and the replayed policies for every run; the LLM settings only for
+    runs the LLM decides, the classifier settings only for runs a bench classifier decides
+    (so trying another prompt redoes the LLM runs alone).
+    """
     d = cfg.to_dict()
-    key = {k: d[k] for k in ("dataset", "train", "llm", "classifiers")}
+    key = {k: d[k] for k in ("dataset", "train")}
     key["replay"] = d["replay"]["policies"]
+    if variant is not None and variant.decider == "llm":
+        key["llm"] = d["llm"]
+    if variant is None or variant.classifier_kind:
+        key["classifiers"] = d["classifiers"]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -133,7 +142,6 @@ class Bench:
         if not self.shaping:
             log.warning("no link shaping here (%s): shaped links run unshaped", why)
         self.runs = expand(cfg, shaping=self.shaping)
-        self.fingerprint = fingerprint(cfg)
         self.results: dict = {
             "config": cfg.to_dict(),
             "machine": machine_info(),
@@ -189,10 +197,11 @@ class Bench:
     def run_one(self, run: Run) -> dict:
         out = self.layout.runs / run.id
         keep = run == self.reference or self.cfg.replay.keep_traces
+        fp = fingerprint(self.cfg, run.variant)
         if not self.fresh:
-            rec = finished(run, out, self.fingerprint)
+            rec = finished(run, out, fp)
             if rec and (not keep or (out / "trace").is_dir()):
-                return rec
+                return {**rec, "reused": True}
         parts = self.partitions("graph", self.cfg.dataset, run.setting.machines)
         fractions = (
             [run.buffer] if run.buffer is not None else buffers_of(self.runs, run.setting) or [0.25]
@@ -203,7 +212,7 @@ class Bench:
             fractions=fractions,
             policies=self.cfg.replay.policies,
             keep_trace=keep,
-            fingerprint=self.fingerprint,
+            fingerprint=fp,
         )
 
     def train_classifiers(self) -> dict:
@@ -217,7 +226,7 @@ class Bench:
         if ref is None:
             return {"skipped": "classifiers learn from a `none` run's traces: add `none`"}
         marker = self.layout.classifiers / "training.json"
-        key = {"fingerprint": self.fingerprint, "kinds": kinds, "reference": self.reference.id}
+        key = {"fingerprint": fingerprint(self.cfg), "kinds": kinds, "reference": self.reference.id}
         if not self.fresh and marker.is_file():
             done = json.loads(marker.read_text())
             if done.get("key") == key and all(
@@ -276,7 +285,8 @@ class Bench:
             run = Run(Variant("none"), setting, None, None, 0, ("ood",))
             run_dir = self.layout.ood / f"{name}-run"
             parts = self.partitions(dataset_name, spec, setting.machines)
-            rec = None if self.fresh else finished(run, run_dir, self.fingerprint + name)
+            fp = fingerprint(self.cfg, run.variant) + name
+            rec = None if self.fresh else finished(run, run_dir, fp)
             if rec is None or not (run_dir / "trace").is_dir():
                 self.emit(f"ood {name}: training `none` on {dataset_name} (batch {batch})")
                 setup = self.setup(
@@ -288,7 +298,7 @@ class Bench:
                     fractions=[],
                     policies=(),
                     keep_trace=True,
-                    fingerprint=self.fingerprint + name,
+                    fingerprint=fp,
                 )
             if not rec["ok"]:
                 out[name] = {"failed": rec["reason"]}

@@ -40,18 +40,21 @@ def _metrics(run_dir: Path, rank: int = 0) -> list[dict]:
 
 
 def trajectory(records: list[dict], runs_dir: Path, path: Path) -> Path | None:
-    """%-hits of trainer 0 for the LLM and a classifier, in the largest-buffer main block."""
-    ok = [r["run"] for r in records if r.get("ok") and r["run"]["mode"] in (None, "async")]
-    llm = [r for r in ok if r["decider"] == "llm"]
+    """%-hits of trainer 0 for the LLM run that decided most, and a classifier beside it."""
+    ok = [r for r in records if r.get("ok")]
+    llm = [r for r in ok if r["run"]["decider"] == "llm"]
     if not llm:
         return None
-    ref = max(llm, key=lambda r: (r["buffer"], r["epochs"], -r["machines"]))
-    same = [
-        r
-        for r in ok
-        if (r["machines"], r["bandwidth"], r["epochs"], r["buffer"], r["repeat"])
-        == (ref["machines"], ref["bandwidth"], ref["epochs"], ref["buffer"], ref["repeat"])
-    ]
+
+    def decided(rec: dict) -> int:
+        return (rec.get("summary", {}).get("agent") or {}).get("agent_decisions") or 0
+
+    ref = max(
+        llm,
+        key=lambda r: (decided(r), r["run"]["buffer"], r["run"]["epochs"], -r["run"]["machines"]),
+    )["run"]
+    axes_of = ("machines", "bandwidth", "epochs", "buffer", "repeat", "mode")
+    same = [r["run"] for r in ok if all(r["run"][k] == ref[k] for k in axes_of)]
     order = ["mlp", "gbt", "rf", "lr", "heuristic"]
     other = sorted(
         (r for r in same if r["decider"] in order), key=lambda r: order.index(r["decider"])
@@ -72,7 +75,10 @@ def trajectory(records: list[dict], runs_dir: Path, path: Path) -> Path | None:
                 t, color="tab:red", lw=0.6, alpha=0.6, label="replacement" if i == 0 else None
             )
         ax.set_ylabel("%-hits")
-        ax.set_title(f"{run['variant']}: {len(rounds)} replacement rounds (trainer 0)", fontsize=10)
+        mode = " (sync)" if run["mode"] == "sync" else ""
+        ax.set_title(
+            f"{run['variant']}{mode}: {len(rounds)} replacement round(s), trainer 0", fontsize=10
+        )
         ax.legend(loc="lower right", fontsize=8)
     axes[-1].set_xlabel("minibatch")
     return _save(fig, path)

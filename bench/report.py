@@ -302,13 +302,18 @@ def write(root: Path) -> Path:
         return f"![{caption}](plots/{p.name})\n" if p else ""
 
     ok = sum(1 for r in records if r.get("ok"))
+    reused = sum(1 for r in records if r.get("reused"))
+    run_min = sum(r.get("wall_s", 0.0) for r in records) / 60
     shaping = results["shaping"]
     out = [
         f"# Rudder bench: {cfg['name']}",
         "",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['platform']}",
         f"- started {results['started']}, finished {results.get('finished', '(not finished)')}",
-        f"- runs: {ok} of {len(records)} finished; link shaping: "
+        f"- runs: {ok} of {len(records)} finished, {run_min:.0f} minutes of training and "
+        f"replay in all"
+        + (f" ({reused} reused from an earlier invocation)" if reused else "")
+        + "; link shaping: "
         + ("available" if shaping is True else f"unavailable ({shaping}), links ran unshaped"),
         f"- graph: {cfg['dataset']['graph']['nodes']:,} nodes, average degree "
         f"{cfg['dataset']['graph']['avg_degree']:g}, {cfg['dataset']['feat_dim']} features; "

@@ -22,11 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "1 Gbit/s links; every run's traces replayed with LRU, LFU, S3-FIFO and the offline "
         "bounds; a buffer-size sweep, an out-of-distribution check and sync vs async agents. "
         "Writes OUT/REPORT.md, OUT/plots/*.png and OUT/results.json. The default matrix takes "
-        "about 40 minutes on 2 cores; --quick about 2. Run again on the same OUT to resume.",
+        "about 40 minutes on 2 cores; --quick about 3. Run again on the same OUT to resume.",
     )
-    p.add_argument("--out", required=True, type=Path, help="the bench directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="the bench directory (default: runs/bench, or runs/bench-quick with --quick)",
+    )
     p.add_argument("--config", type=Path, help="a TOML file over the default (or --quick) matrix")
-    p.add_argument("--quick", action="store_true", help="the 2-minute smoke matrix")
+    p.add_argument("--quick", action="store_true", help="the 3-minute smoke matrix")
     p.add_argument("--fresh", action="store_true", help="redo runs that finished earlier")
     p.add_argument("--dry-run", action="store_true", help="list the runs of the matrix and stop")
     p.add_argument(
@@ -60,6 +64,8 @@ def _dry_run(bench) -> int:
 def run(args: argparse.Namespace) -> int:
     from rudder.bench.config import ConfigError, load
 
+    if args.out is None:
+        args.out = Path("runs/bench-quick" if args.quick else "runs/bench")
     if args.report_only:
         from rudder.bench import report
 

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="replay a metrics trace through the agent: valid %%, Pass@1, replace/skip, latency",
         description="Feed a recorded metrics trace through the agent, decision by decision. "
         "The trace does not react to the decisions: Pass@1 asks whether each predicted "
-        "direction of %%-hits and communication matches what the recorded run did next.",
+        "direction of %-hits and communication matches what the recorded run did next.",
     )
     e.add_argument("--metrics-trace", required=True, type=Path)
     e.add_argument("--decider", default="llm", help="llm, classifier:PATH, or a rule spec")

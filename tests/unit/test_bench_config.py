@@ -129,3 +129,18 @@ def test_variants_parse_and_resolve_their_deciders(tmp_path):
     assert not Variant.parse("rudder:every:4").is_agent
     with pytest.raises(ValueError, match="every:P"):
         Variant.parse("rudder:every:0")
+
+
+def test_a_new_prompt_invalidates_only_the_llm_runs():
+    from rudder.bench.pipeline import fingerprint
+
+    other = from_dict({"llm": {"prompt": "decision-v2"}})
+    for text in ("none", "fixed", "rudder:heuristic", "rudder:gbt"):
+        v = Variant.parse(text)
+        assert fingerprint(DEFAULT, v) == fingerprint(other, v), text
+    llm = Variant.parse("rudder:llm")
+    assert fingerprint(DEFAULT, llm) != fingerprint(other, llm)
+    teachers = from_dict({"classifiers": {"label_window": 8}})
+    gbt = Variant.parse("rudder:gbt")
+    assert fingerprint(DEFAULT, gbt) != fingerprint(teachers, gbt)
+    assert fingerprint(DEFAULT, llm) == fingerprint(teachers, llm)

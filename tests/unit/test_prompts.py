@@ -37,6 +37,16 @@ def test_the_default_prompt_ships(records):
     assert "{" not in user  # every field was filled
 
 
+@pytest.mark.parametrize("name", available())
+def test_every_shipped_prompt_fills_and_names_the_answer(name, records):
+    assert {"decision-v1", "decision-v2"} <= set(available())
+    p = load(name)
+    for word in ("replace", "skip", "increase", "decrease", "stagnant", "expected_hit_pct"):
+        assert word in p.system, (name, word)
+    user = decision_messages(p, records[10], metrics_history(records[6:10]))[1]["content"]
+    assert "{" not in user and "Minibatch 10 of" in user
+
+
 def test_first_decision_has_no_history(records):
     user = decision_messages(load(), records[0], [])[1]["content"]
     assert "- none yet" in user

@@ -12,6 +12,7 @@ directory and finished runs are reused (``fresh=True`` redoes them).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -89,12 +90,12 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def fingerprint(cfg: BenchConfig, variant: Variant | None = None) -> str:
+def fingerprint(cfg: BenchConfig, variant: Variant | None = None, **extra: object) -> str:
     """What a finished run's numbers depend on besides its own axes.
 
     The data, the training and the replayed policies for every run; the LLM settings only for
     runs the LLM decides, the classifier settings only for runs a bench classifier decides
-    (so trying another prompt redoes the LLM runs alone).
+    (so trying another prompt redoes the LLM runs alone); ``extra``: what else a run depends on.
     """
     d = cfg.to_dict()
     key = {k: d[k] for k in ("dataset", "train")}
@@ -103,6 +104,7 @@ def fingerprint(cfg: BenchConfig, variant: Variant | None = None) -> str:
         key["llm"] = d["llm"]
     if variant is None or variant.classifier_kind:
         key["classifiers"] = d["classifiers"]
+    key.update(extra)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -285,7 +287,8 @@ class Bench:
             run = Run(Variant("none"), setting, None, None, 0, ("ood",))
             run_dir = self.layout.ood / f"{name}-run"
             parts = self.partitions(dataset_name, spec, setting.machines)
-            fp = fingerprint(self.cfg, run.variant) + name
+            spec_key = dataclasses.asdict(spec)  # the unseen graph is not in [dataset]
+            fp = fingerprint(self.cfg, run.variant, ood=[name, spec_key, batch, o.epochs])
             rec = None if self.fresh else finished(run, run_dir, fp)
             if rec is None or not (run_dir / "trace").is_dir():
                 self.emit(f"ood {name}: training `none` on {dataset_name} (batch {batch})")

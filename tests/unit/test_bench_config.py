@@ -144,3 +144,12 @@ def test_a_new_prompt_invalidates_only_the_llm_runs():
     gbt = Variant.parse("rudder:gbt")
     assert fingerprint(DEFAULT, gbt) != fingerprint(teachers, gbt)
     assert fingerprint(DEFAULT, llm) == fingerprint(teachers, llm)
+
+
+def test_the_ood_graph_is_part_of_its_runs_fingerprint():
+    from rudder.bench.pipeline import fingerprint
+
+    none = Variant.parse("none")
+    assert fingerprint(DEFAULT, none, ood=["unseen", 1]) != fingerprint(
+        DEFAULT, none, ood=["unseen", 2]
+    )

@@ -1,8 +1,9 @@
 """ML classifiers as deciders (paper section 4.4): train on metrics traces, save, load, decide.
 
 A model is a scikit-learn pipeline (a standard scaler and one of logistic regression, random
-forest, histogram gradient boosting, or an MLP) over :func:`~rudder.controller.features.features`,
-trained on the paper's labels (:func:`~rudder.controller.features.label_replacement`).
+forest, histogram gradient boosting, or an MLP) over
+:func:`~rudder.controller.classifier_features.features`,
+trained on the paper's labels (:func:`~rudder.controller.classifier_features.label_replacement`).
 :class:`ClassifierDecider` serves it behind the ``Decider`` interface and can fine-tune it
 online from the observed effects of its own replace decisions.
 
@@ -32,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rudder.controller.features import (
+from rudder.controller.classifier_features import (
     FEATURE_NAMES,
     FEATURES_VERSION,
     HISTORY_SPAN,
@@ -44,8 +45,8 @@ from rudder.controller.features import (
     label_ready,
     label_replacement,
 )
+from rudder.decisions import Decider, Decision
 from rudder.protocol import Metrics
-from rudder.trainer_hooks.deciders import Decider, Decision
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Agents without a model: the rule deciders served as Agents, and fakes for tests and benchmarks.
 
-:class:`RuleAgent` wraps a :class:`~rudder.trainer_hooks.deciders.Decider` (``always``,
+:class:`RuleAgent` wraps a :class:`~rudder.rules.Decider` (``always``,
 ``never``, ``every:P``, ``heuristic``) as an :class:`~rudder.controller.agent.Agent` with one
 decider instance per trainer; ``rudder agent serve --decider heuristic`` serves it. The others
 are fakes: :class:`InstantAgent` answers at once, :class:`SlowAgent` takes ``delay_s`` per
@@ -12,8 +12,9 @@ from __future__ import annotations
 import threading
 import time
 
+from rudder.decisions import Decider, Decision
 from rudder.protocol import AgentDecision, Metrics
-from rudder.trainer_hooks.deciders import Decider, Decision, make_decider
+from rudder.rules import make_decider
 
 # What a rule expects of its own answer (the agent protocol's predicted directions).
 _EXPECTED = {

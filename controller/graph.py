@@ -20,7 +20,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 from rudder.controller import nodes
-from rudder.controller.models import DecisionModel, LLMConfig, make_model
+from rudder.controller.decision_models import DecisionModel, LLMConfig, make_model
 from rudder.controller.state import AgentState
 from rudder.protocol import AgentDecision, Metrics
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from langgraph.runtime import Runtime
 
+from rudder.controller.decision_models import DecisionModel, validate
 from rudder.controller.effects import evaluate, history_line
-from rudder.controller.models import DecisionModel, validate
 from rudder.controller.state import ZERO_COUNTS, AgentState
 
 HISTORY_LINES = 4  # evaluated decisions the prompt shows

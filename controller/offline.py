@@ -13,12 +13,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from rudder.controller.decision_models import RuleModel
 from rudder.controller.effects import history_line
 from rudder.controller.graph import GraphAgent, trainer_stats
-from rudder.controller.models import RuleModel
 from rudder.controller.nodes import HISTORY_LINES
+from rudder.decisions import Decision
 from rudder.protocol import AgentDecision, Metrics
-from rudder.trainer_hooks.deciders import Decision, make_decider
+from rudder.rules import make_decider
 
 
 class AgentDecider:

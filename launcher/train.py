@@ -30,11 +30,11 @@ from rudder.launcher.sidecars import AgentSidecars, sidecar_endpoints
 from rudder.launcher.summary import summarize, write_summary
 from rudder.launcher.supervisor import RunReport, Supervisor
 from rudder.llm.embedded import DEFAULT_URL, llm_available
-from rudder.trainer_hooks.dist.config import PartInfo, TrainingOptions, WorkerConfig
+from rudder.trainer_hooks.distdgl.config import PartInfo, TrainingOptions, WorkerConfig
 
 log = logging.getLogger(__name__)
 
-WORKER = [sys.executable, "-m", "rudder.trainer_hooks.dist.worker"]
+WORKER = [sys.executable, "-m", "rudder.trainer_hooks.distdgl.worker"]
 _RUN_OUTPUTS = (
     "trainers",
     "trace",
@@ -169,7 +169,7 @@ def collect_agent_stats(endpoints: list[str]) -> dict | None:
 
 def _remove_loopback_shm(run_id: str) -> int:
     """Shared-memory segments a loopback run left (a clean DGL exit leaves none)."""
-    from rudder.trainer_hooks.dist.loopback import shm_prefix
+    from rudder.trainer_hooks.distdgl.loopback import shm_prefix
 
     removed = 0
     for f in Path("/dev/shm").glob(shm_prefix(run_id, 0).rsplit("-m", 1)[0] + "-m*"):

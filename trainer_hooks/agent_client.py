@@ -1,6 +1,6 @@
 """The trainer's link to its node's decision agent, a sidecar process reached over ZeroMQ.
 
-:class:`AgentClient` offers :class:`~rudder.trainer_hooks.decisions.DecisionChannel`'s two
+:class:`AgentClient` offers :class:`~rudder.trainer_hooks.channel.DecisionChannel`'s two
 methods, ``decision_for(t)`` before minibatch ``t`` and ``offer(metrics)`` after it, over a
 DEALER socket connected to the sidecar's ROUTER (protocol: ``rudder/protocol.py``,
 docs/protocol.md). One request is in flight at a time; the decision echoes its ``seq``.
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from rudder.decisions import Decision
 from rudder.protocol import (
     MAX_MESSAGE_BYTES,
     MODES,
@@ -49,7 +50,6 @@ from rudder.protocol import (
     decode,
     encode,
 )
-from rudder.trainer_hooks.deciders import Decision
 
 log = logging.getLogger(__name__)
 

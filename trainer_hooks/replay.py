@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from rudder.trainer_hooks.deciders import Decider, make_decider
-from rudder.trainer_hooks.decisions import DecisionChannel, TimedChannel, TimedDecider
+from rudder.decisions import Decider
+from rudder.rules import make_decider
+from rudder.trainer_hooks.channel import DecisionChannel, TimedChannel, TimedDecider
 from rudder.trainer_hooks.metrics import DEFAULT_WINDOW, Accounting, Metrics, Totals
 from rudder.trainer_hooks.policies.base import PolicyContext
 from rudder.trainer_hooks.policies.offline import by_popularity, next_use

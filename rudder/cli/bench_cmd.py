@@ -62,12 +62,12 @@ def _dry_run(bench) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rudder.bench.config import ConfigError, load
+    from rudder.evaluation.config import ConfigError, load
 
     if args.out is None:
         args.out = Path("runs/bench-quick" if args.quick else "runs/bench")
     if args.report_only:
-        from rudder.bench import report
+        from rudder.evaluation import report
 
         if not (args.out / "results.json").is_file():
             raise UserError(f"{args.out}: no results.json to report on; run the bench first")
@@ -81,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from rudder.bench.pipeline import Bench
+    from rudder.evaluation.pipeline import Bench
 
     if args.verbose == 0:  # the bench's own lines; the runs' chatter only with -v
         logging.getLogger().setLevel(logging.WARNING)
-        logging.getLogger("rudder.bench").setLevel(logging.INFO)
+        logging.getLogger("rudder.evaluation").setLevel(logging.INFO)
     bar = tqdm(total=0, desc="bench", unit="step", dynamic_ncols=True, disable=None)
     bench = Bench(cfg, args.out, fresh=args.fresh, events=lambda line: bar.set_postfix_str(line))
     if args.dry_run:
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             bench.run(step)
         finally:  # an interrupted or failed bench still reports what it finished
-            from rudder.bench import report
+            from rudder.evaluation import report
 
             if bench.layout.results.is_file():
                 path = report.write(bench.layout.root)

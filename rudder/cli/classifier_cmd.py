@@ -89,8 +89,8 @@ def _confusion_lines(confusion: list[list[int]]) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from rudder.controller.classifier_features import LabelRule
     from rudder.controller.classifiers import TrainConfig, save, train
-    from rudder.controller.features import LabelRule
 
     config = TrainConfig(
         model=args.model,

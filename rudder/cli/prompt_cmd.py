@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from rudder.controller.models import LLMConfig, LLMModel
+    from rudder.controller.decision_models import LLMConfig, LLMModel
     from rudder.controller.offline import load_metrics, render
     from rudder.prompts import DEFAULT_PROMPT
 

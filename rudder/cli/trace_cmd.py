@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from rudder.cli.common import progress
+    from rudder.graphs.synth_traces import SynthSpec, synthesize, total_minibatches
     from rudder.graphs.synthetic import generate
-    from rudder.graphs.traces import SynthSpec, synthesize, total_minibatches
 
     spec = SynthSpec(
         graph=graph_spec_from(args),

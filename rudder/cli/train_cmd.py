@@ -120,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from rudder.launcher.train import TrainConfig, TrainingError, run
-    from rudder.trainer_hooks.dist.config import TrainingOptions
+    from rudder.trainer_hooks.distdgl.config import TrainingOptions
 
     cluster = "ssh" if args.ip_config and args.cluster == "auto" else args.cluster
     options = TrainingOptions(

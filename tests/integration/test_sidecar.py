@@ -15,6 +15,7 @@ import zmq
 
 from rudder.controller.fake import RuleAgent
 from rudder.controller.server import make_agent
+from rudder.decisions import Decision
 from rudder.launcher.sidecars import AgentSidecars, SidecarError, sidecar_endpoints
 from rudder.protocol import (
     MAX_MESSAGE_BYTES,
@@ -30,7 +31,6 @@ from rudder.protocol import (
     ipc_path,
 )
 from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
-from rudder.trainer_hooks.deciders import Decision
 
 pytestmark = pytest.mark.integration
 

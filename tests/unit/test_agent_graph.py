@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from rudder.controller.decision_models import LLMConfig, LLMModel, RuleModel, validate
 from rudder.controller.effects import observe
 from rudder.controller.graph import GraphAgent, build_agent, trainer_stats
-from rudder.controller.models import LLMConfig, LLMModel, RuleModel, validate
 from rudder.protocol import Metrics
-from rudder.trainer_hooks.deciders import make_decider
+from rudder.rules import make_decider
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "metrics"
 GOOD = {
@@ -162,7 +162,7 @@ def test_validate_and_config_errors():
 
 def test_the_controller_never_loads_torch_dgl_or_numba():
     code = (
-        "import sys, rudder.controller.graph, rudder.controller.models\n"
+        "import sys, rudder.controller.graph, rudder.controller.decision_models\n"
         "print(sorted(m for m in ('torch', 'dgl', 'numba') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

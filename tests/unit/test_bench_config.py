@@ -2,9 +2,9 @@
 
 import pytest
 
-from rudder.bench.config import DEFAULT, QUICK, ConfigError, from_dict, load
-from rudder.bench.matrix import expand
-from rudder.bench.variants import Variant
+from rudder.evaluation.config import DEFAULT, QUICK, ConfigError, from_dict, load
+from rudder.evaluation.matrix import expand
+from rudder.evaluation.variants import Variant
 
 
 def test_the_presets_are_valid_and_their_matrices_distinct():
@@ -132,7 +132,7 @@ def test_variants_parse_and_resolve_their_deciders(tmp_path):
 
 
 def test_a_new_prompt_invalidates_only_the_llm_runs():
-    from rudder.bench.pipeline import fingerprint
+    from rudder.evaluation.pipeline import fingerprint
 
     other = from_dict({"llm": {"prompt": "decision-v2"}})
     for text in ("none", "fixed", "rudder:heuristic", "rudder:gbt"):
@@ -147,7 +147,7 @@ def test_a_new_prompt_invalidates_only_the_llm_runs():
 
 
 def test_the_ood_graph_is_part_of_its_runs_fingerprint():
-    from rudder.bench.pipeline import fingerprint
+    from rudder.evaluation.pipeline import fingerprint
 
     none = Variant.parse("none")
     assert fingerprint(DEFAULT, none, ood=["unseen", 1]) != fingerprint(

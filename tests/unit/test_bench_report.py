@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from rudder.bench import report
-from rudder.bench.tables import BlockKey, blocks
-from rudder.bench.targets import check
+from rudder.evaluation import report
+from rudder.evaluation.tables import BlockKey, blocks
+from rudder.evaluation.targets import check
 
 
 def _totals(rows, hits=0, inputs=20_000):

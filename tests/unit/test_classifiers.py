@@ -10,6 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rudder.controller.classifier_features import (
+    FEATURE_NAMES,
+    HISTORY_SPAN,
+    LabelRule,
+    collect,
+    features,
+    label_ready,
+    label_replacement,
+    load_metrics_trace,
+    samples_from_metrics,
+)
 from rudder.controller.classifiers import (
     MODEL_KINDS,
     ClassifierDecider,
@@ -21,19 +32,8 @@ from rudder.controller.classifiers import (
     train,
     train_on,
 )
-from rudder.controller.features import (
-    FEATURE_NAMES,
-    HISTORY_SPAN,
-    LabelRule,
-    collect,
-    features,
-    label_ready,
-    label_replacement,
-    load_metrics_trace,
-    samples_from_metrics,
-)
+from rudder.decisions import Decision
 from rudder.protocol import Metrics
-from rudder.trainer_hooks.deciders import Decision
 from rudder.trainer_hooks.replay import ReplayConfig, replay
 from rudder.trainer_hooks.trace import load_trace
 

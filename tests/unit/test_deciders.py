@@ -2,13 +2,9 @@ import dataclasses
 
 import pytest
 
+from rudder.decisions import Decision
 from rudder.protocol import Metrics
-from rudder.trainer_hooks.deciders import (
-    Decision,
-    Heuristic,
-    HeuristicConfig,
-    make_decider,
-)
+from rudder.rules import Heuristic, HeuristicConfig, make_decider
 
 
 def metrics(**kw) -> Metrics:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import random_batches
 
-from rudder.trainer_hooks.dist.fetcher import BufferedFetcher
+from rudder.trainer_hooks.distdgl.fetcher import BufferedFetcher
 from rudder.trainer_hooks.policies import POLICY_NAMES, PolicyContext, make_policy
 from rudder.trainer_hooks.policies.registry import OFFLINE_POLICIES
 

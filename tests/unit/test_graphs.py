@@ -3,8 +3,8 @@ import pytest
 
 from rudder.graphs.partition import community_partition
 from rudder.graphs.sampling import NeighborSampler
+from rudder.graphs.synth_traces import SynthSpec, synthesize, total_minibatches
 from rudder.graphs.synthetic import GraphSpec, generate
-from rudder.graphs.traces import SynthSpec, synthesize, total_minibatches
 
 SMALL = GraphSpec(nodes=3000, avg_degree=10, communities=12, mixing=0.1, seed=5)
 

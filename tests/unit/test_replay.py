@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import make_trace, random_batches
 
-from rudder.trainer_hooks.deciders import Decider, Decision
-from rudder.trainer_hooks.decisions import DecisionChannel
+from rudder.decisions import Decider, Decision
+from rudder.trainer_hooks.channel import DecisionChannel
 from rudder.trainer_hooks.metrics import Accounting
 from rudder.trainer_hooks.policies.base import Plan
 from rudder.trainer_hooks.replay import ReplayConfig, replay
@@ -119,7 +119,7 @@ class Timed:
 
 @pytest.mark.parametrize(("latency_s", "lands_after"), [(0.0, 1), (0.05, 2), (0.1, 2), (0.25, 4)])
 def test_timed_answers_land_after_their_latency_in_trace_time(latency_s, lands_after):
-    from rudder.trainer_hooks.decisions import TimedChannel
+    from rudder.trainer_hooks.channel import TimedChannel
 
     times = [0.1] * 20  # each minibatch takes 0.1 s
     decider = Timed(latency_s)

@@ -3,8 +3,8 @@ from unittest import mock
 import pytest
 import torch
 
-from rudder.trainer_hooks.dist.config import PartInfo, TrainingOptions, WorkerConfig
-from rudder.trainer_hooks.dist.trainer import select_device
+from rudder.trainer_hooks.distdgl.config import PartInfo, TrainingOptions, WorkerConfig
+from rudder.trainer_hooks.distdgl.trainer import select_device
 
 
 def _cfg(device, trainers=2):

@@ -1,4 +1,4 @@
-"""Entry point of every process the launcher starts: ``python -m rudder.trainer_hooks.dist.worker``.
+"""Entry point of the launcher's processes: ``python -m rudder.trainer_hooks.distdgl.worker``.
 
 The role comes from DGL's own variable ``DGL_ROLE`` (``server`` or ``client``), the run from
 ``RUDDER_RUN_CONFIG`` (a :class:`WorkerConfig` json), the trainer's global rank from
@@ -40,11 +40,11 @@ def main() -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    from rudder.trainer_hooks.dist.config import WorkerConfig
+    from rudder.trainer_hooks.distdgl.config import WorkerConfig
 
     cfg = WorkerConfig.load(os.environ["RUDDER_RUN_CONFIG"])
     if cfg.loopback:
-        from rudder.trainer_hooks.dist import loopback
+        from rudder.trainer_hooks.distdgl import loopback
 
         loopback.apply(int(os.environ["RUDDER_MACHINE"]), os.environ.get("RUDDER_RUN_ID"))
     if os.environ.get("DGL_ROLE") == "server":
@@ -55,7 +55,7 @@ def main() -> int:
         dgl.seed(cfg.options.seed)
         dgl.distributed.initialize(cfg.ip_config)  # serves until all trainers exit, then exits
         return 0
-    from rudder.trainer_hooks.dist.trainer import train
+    from rudder.trainer_hooks.distdgl.trainer import train
 
     os.environ.setdefault(
         "GLOO_SOCKET_IFNAME", machine_interface(cfg.ip_config, int(os.environ["RUDDER_MACHINE"]))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rudder.bench.config import BenchConfig
-from rudder.bench.variants import Variant
+from rudder.evaluation.config import BenchConfig
+from rudder.evaluation.variants import Variant
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from rudder.bench.config import ClassifierSpec
+from rudder.evaluation.config import ClassifierSpec
 from rudder.trainer_hooks.replay import ReplayConfig, replay
 from rudder.trainer_hooks.trace import AccessTrace
 
@@ -48,8 +48,8 @@ def train_all(
     kinds: Sequence[str], metrics: Sequence[Path], spec: ClassifierSpec, out: Path
 ) -> dict[str, dict]:
     """Fit and save one model per kind (``out/KIND.joblib``); their training reports."""
+    from rudder.controller.classifier_features import LabelRule
     from rudder.controller.classifiers import TrainConfig, save, train
-    from rudder.controller.features import LabelRule
 
     reports = {}
     for kind in kinds:

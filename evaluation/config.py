@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
-from rudder.bench.variants import Variant
+from rudder.evaluation.variants import Variant
 from rudder.graphs.features import DatasetSpec
 from rudder.graphs.synthetic import GraphSpec
 

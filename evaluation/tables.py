@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from rudder.bench.replays import fraction_key
+from rudder.evaluation.replays import fraction_key
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -6,9 +6,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from rudder.bench import plots
-from rudder.bench.tables import BlockKey, Row, blocks, replayed
-from rudder.bench.targets import check
+from rudder.evaluation import plots
+from rudder.evaluation.tables import BlockKey, Row, blocks, replayed
+from rudder.evaluation.targets import check
 
 REPLAYED = ("lru", "lfu", "s3fifo", "best-static", "belady", "infinite")
 

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rudder.bench.classifiers import accuracy, teach
-from rudder.bench.config import BenchConfig
-from rudder.bench.replays import add_totals, fraction_key, replay_all
-from rudder.bench.variants import CLASSIFIER_KINDS
+from rudder.evaluation.classifiers import accuracy, teach
+from rudder.evaluation.config import BenchConfig
+from rudder.evaluation.replays import add_totals, fraction_key, replay_all
+from rudder.evaluation.variants import CLASSIFIER_KINDS
 from rudder.launcher.summary import agent_totals
 from rudder.trainer_hooks.replay import ReplayConfig, replay
 from rudder.trainer_hooks.trace import AccessTrace

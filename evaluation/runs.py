@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rudder.bench.matrix import Run
-from rudder.bench.replays import load_all, replay_all
+from rudder.evaluation.matrix import Run
+from rudder.evaluation.replays import load_all, replay_all
 from rudder.launcher.summary import agent_totals
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def train(run: Run, setup: TrainSetup) -> dict:
     """Train the run and return its summary (raises on failure)."""
     from rudder.launcher.train import TrainConfig
     from rudder.launcher.train import run as train_run
-    from rudder.trainer_hooks.dist.config import TrainingOptions
+    from rudder.trainer_hooks.distdgl.config import TrainingOptions
 
     options = TrainingOptions(
         epochs=run.setting.epochs,

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from rudder.bench.tables import BlockKey, Row
+from rudder.evaluation.tables import BlockKey, Row
 
 DPI = 110
 

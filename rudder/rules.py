@@ -1,48 +1,18 @@
-"""Deciders: metrics of a minibatch in, *replace* or *skip* for a later minibatch out.
+"""The rule deciders: ``always``, ``never``, ``every:P`` and ``heuristic``.
 
-A decider sees only the metrics it is asked about (in async mode some are dropped) and keeps
-whatever history it needs. ``first()`` is its word for minibatch 0, before any metrics exist.
-Deciders are built by spec: ``always``, ``never``, ``every:P``, ``heuristic``. The LLM agent
-and the classifiers of later components implement the same interface.
+They import nothing heavy, so the trainers, replay and the agent sidecar all run them. The
+interface they implement, :class:`~rudder.decisions.Decider`, and the parsed spec that names
+them live in ``rudder.decisions``; the agent's deciders (the LLM, classifiers) implement the
+same interface in ``rudder.controller``.
 """
 
 from __future__ import annotations
 
-import enum
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rudder.decisions import Decider, DeciderSpec, Decision
 from rudder.protocol import Metrics
-
-
-class Decision(enum.Enum):
-    """The only two answers a decider gives."""
-
-    SKIP = "skip"
-    REPLACE = "replace"
-
-    def __bool__(self) -> bool:
-        return self is Decision.REPLACE
-
-
-class Decider(ABC):
-    """Answers replace/skip from a trainer's metrics."""
-
-    name: ClassVar[str]
-
-    def first(self) -> Decision:
-        """The decision for minibatch 0 (no metrics yet)."""
-        return Decision.SKIP
-
-    @abstractmethod
-    def decide(self, metrics: Metrics) -> Decision:
-        """The decision for a later minibatch, from the metrics of ``metrics.minibatch``."""
-
-    @property
-    def spec(self) -> str:
-        """The spec string that rebuilds this decider."""
-        return self.name
 
 
 class Always(Decider):
@@ -157,18 +127,14 @@ class Heuristic(Decider):
         return Decision.SKIP
 
 
-DECIDER_NAMES: tuple[str, ...] = ("always", "never", "every:P", "heuristic")
+def make_decider(spec: str | DeciderSpec) -> Decider:
+    """Build a rule decider from its spec: ``always``, ``never``, ``every:P`` or ``heuristic``.
 
-
-def make_decider(spec: str) -> Decider:
-    """Build a decider from its spec: ``always``, ``never``, ``every:P`` or ``heuristic``."""
-    name, _, arg = spec.strip().partition(":")
-    if name == "every":
-        try:
-            return Every(int(arg))
-        except ValueError:
-            raise ValueError(f"every:P needs a positive integer P, got {spec!r}") from None
-    simple: dict[str, type[Decider]] = {"always": Always, "never": Never, "heuristic": Heuristic}
-    if name in simple and not arg:
-        return simple[name]()
-    raise ValueError(f"unknown decider {spec!r}; choose one of {', '.join(DECIDER_NAMES)}")
+    ``llm`` and ``classifier:PATH`` are the agent's deciders: ValueError here, saying so.
+    """
+    spec = DeciderSpec.parse(spec)
+    if spec.is_agent:
+        raise ValueError(f"{spec} is one of the agent's deciders, not a rule")
+    if spec.name == "every":
+        return Every(spec.period)
+    return {"always": Always, "never": Never, "heuristic": Heuristic}[spec.name]()

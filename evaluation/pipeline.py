@@ -23,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rudder.bench import data
-from rudder.bench.classifiers import teach, train_all
-from rudder.bench.config import BenchConfig
-from rudder.bench.matrix import Run, Setting, buffers_of, expand
-from rudder.bench.replays import load_all, replay_all
-from rudder.bench.runs import TrainSetup, execute, finished
-from rudder.bench.variants import CLASSIFIER_KINDS, Variant
+from rudder.evaluation import data
+from rudder.evaluation.classifiers import teach, train_all
+from rudder.evaluation.config import BenchConfig
+from rudder.evaluation.matrix import Run, Setting, buffers_of, expand
+from rudder.evaluation.replays import load_all, replay_all
+from rudder.evaluation.runs import TrainSetup, execute, finished
+from rudder.evaluation.variants import CLASSIFIER_KINDS, Variant
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ class Bench:
         }
 
     def ood(self) -> dict:
-        from rudder.bench.ood import evaluate_on
+        from rudder.evaluation.ood import evaluate_on
 
         o = self.cfg.ood
         if not o.enabled:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from rudder.decisions import Decider, Decision
 from rudder.protocol import Metrics
-from rudder.trainer_hooks.deciders import Decider, Decision
 
 
 class DecisionChannel:

@@ -23,12 +23,12 @@ import torch
 from torch.nn import functional
 
 from rudder.protocol import TrainerInfo
+from rudder.rules import make_decider
 from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig
-from rudder.trainer_hooks.deciders import make_decider
-from rudder.trainer_hooks.decisions import DecisionChannel
-from rudder.trainer_hooks.dist.config import WorkerConfig
-from rudder.trainer_hooks.dist.fetcher import BufferedFetcher, Fetched
-from rudder.trainer_hooks.dist.lookahead import LookAhead
+from rudder.trainer_hooks.channel import DecisionChannel
+from rudder.trainer_hooks.distdgl.config import WorkerConfig
+from rudder.trainer_hooks.distdgl.fetcher import BufferedFetcher, Fetched
+from rudder.trainer_hooks.distdgl.lookahead import LookAhead
 from rudder.trainer_hooks.metrics import Accounting, Metrics, Totals
 from rudder.trainer_hooks.policies import (
     PolicyContext,
@@ -249,7 +249,7 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
     import dgl
     from dgl.distributed import DistGraph, node_split
 
-    from rudder.trainer_hooks.dist.model import GraphSAGE
+    from rudder.trainer_hooks.distdgl.model import GraphSAGE
 
     torch.manual_seed(cfg.options.seed)
     dgl.seed(cfg.options.seed)

@@ -13,9 +13,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rudder.decisions import Decider
 from rudder.prompts import DECISION_SCHEMA, DEFAULT_PROMPT, decision_messages, load
 from rudder.protocol import DECISIONS, DIRECTIONS, Metrics
-from rudder.trainer_hooks.deciders import Decider, make_decider
+from rudder.rules import make_decider
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class LLMModel:
 
 
 class RuleModel:
-    """A decider of ``trainer_hooks.deciders`` (or a classifier) behind the model interface."""
+    """A decider of ``rudder.rules`` (or a classifier) behind the model interface."""
 
     def __init__(self, decider: Decider):
         self.decider = decider

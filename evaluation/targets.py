@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rudder.bench.tables import BlockKey, Row
+from rudder.evaluation.tables import BlockKey, Row
 
 LLM = "rudder:llm"
 

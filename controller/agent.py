@@ -2,7 +2,8 @@
 
 The sidecar (``controller/server.py``) owns the ZeroMQ socket and calls an Agent from worker
 threads: ``decide`` may run concurrently for different trainers, never twice at once for the
-same trainer. The LangGraph agent (``controller/graph.py``) and the test fakes implement it.
+same trainer. The LangGraph agent (``controller/graph.py``) implements it, and so do the test
+fakes (``tests/fakes.py``).
 """
 
 from __future__ import annotations

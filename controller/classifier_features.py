@@ -16,7 +16,6 @@ Imports numpy only: the controller never imports torch, dgl or numba.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rudder.metrics_trace import find_metrics_traces, read_metrics_per_trainer
 from rudder.protocol import Metrics
 
 log = logging.getLogger(__name__)
@@ -305,62 +305,6 @@ def samples_from_metrics(metrics: Sequence[Metrics], rule: LabelRule | None = No
     return TraceSamples(out, rounds, unlabelled)
 
 
-# ---------------------------------------------------------------------------------------------
-# Metrics traces (JSON lines of Metrics, docs/traces.md)
-
-
-def load_metrics_trace(path: Path) -> dict[int, list[Metrics]]:
-    """One metrics trace file, per trainer in minibatch order; ValueError names the line."""
-    path = Path(path)
-    per_trainer: dict[int, list[Metrics]] = {}
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                m = Metrics.from_dict(json.loads(line))
-            except (json.JSONDecodeError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{lineno}: not a metrics record: {e}") from None
-            per_trainer.setdefault(m.trainer, []).append(m)
-    if not per_trainer:
-        raise ValueError(f"{path}: empty metrics trace")
-    for trainer, ms in per_trainer.items():
-        ms.sort(key=lambda m: m.minibatch)
-        if len({m.minibatch for m in ms}) != len(ms):
-            raise ValueError(f"{path}: trainer {trainer} reports a minibatch twice")
-    return per_trainer
-
-
-def _is_metrics_file(path: Path) -> bool:
-    try:
-        with open(path) as f:
-            first = next((line for line in f if line.strip()), "")
-        Metrics.from_dict(json.loads(first))
-    except (OSError, json.JSONDecodeError, TypeError, ValueError):
-        return False
-    return True
-
-
-def find_metrics_traces(paths: Sequence[Path]) -> list[Path]:
-    """Metrics trace files: named files as given, directories searched for ``*.jsonl``.
-
-    In a directory, JSON-lines files of other records (a run's ``steps-rank-R.jsonl``) are
-    skipped; a named file must be a metrics trace.
-    """
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = [f for f in sorted(p.rglob("*.jsonl")) if _is_metrics_file(f)]
-            if not found:
-                raise ValueError(f"{p}: no metrics traces (*.jsonl of metrics records)")
-            files.extend(found)
-        elif p.exists():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or directory")
-    return files
-
-
 @dataclass(slots=True)
 class Dataset:
     """Samples from several traces, with what went into them."""
@@ -375,13 +319,13 @@ class Dataset:
 
 
 def collect(paths: Sequence[Path], rule: LabelRule | None = None) -> Dataset:
-    """Labelled samples from metrics traces (files or directories)."""
+    """Labelled samples from metrics traces (files or directories, see ``rudder.metrics_trace``)."""
     rule = rule or LabelRule()
     xs: list[np.ndarray] = []
     ys: list[int] = []
     summary: list[dict] = []
     for path in find_metrics_traces(paths):
-        per_trainer = load_metrics_trace(path)
+        per_trainer = read_metrics_per_trainer(path)
         rounds = unlabelled = n = good = minibatches = 0
         for ms in per_trainer.values():
             got = samples_from_metrics(ms, rule)

@@ -45,7 +45,7 @@ from rudder.controller.classifier_features import (
     label_ready,
     label_replacement,
 )
-from rudder.decisions import Decider, Decision
+from rudder.decisions import Decider, Decision, implied_effects
 from rudder.protocol import Metrics
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,6 @@ FORMAT_VERSION = 1
 MODEL_KINDS: tuple[str, ...] = ("lr", "rf", "gbt", "mlp")
 INCREMENTAL_KINDS = frozenset({"mlp"})  # fine-tuned by partial_fit; the others are refitted
 MAX_HEADER_BYTES = 1 << 20
-
-EFFECTS = {  # what a decision predicts, in the agent's terms (AgentDecision fields)
-    Decision.REPLACE: {"expected_hit_pct": "increase", "expected_communication": "decrease"},
-    Decision.SKIP: {"expected_hit_pct": "stagnant", "expected_communication": "stagnant"},
-}
 
 
 @dataclass(kw_only=True, slots=True)
@@ -543,7 +538,8 @@ class ClassifierDecider(Decider):
         """The effect a decision implies, as ``AgentDecision`` fields (default: the last one)."""
         if decision is None:  # (not `or`: Decision.SKIP is falsy)
             decision = Decision.SKIP if self.last_decision is None else self.last_decision
-        return dict(EFFECTS[decision])
+        hit, comm = implied_effects(decision)
+        return {"expected_hit_pct": hit, "expected_communication": comm}
 
     def wait_finetune(self, timeout_s: float | None = None) -> bool:
         """Wait for a background refit to finish; True when none is running any more."""

@@ -13,14 +13,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rudder.decisions import Decider
+from rudder.decisions import Decider, DeciderSpec, implied_effects
+from rudder.llm.defaults import DEFAULT_LLM_URL
 from rudder.prompts import DECISION_SCHEMA, DEFAULT_PROMPT, decision_messages, load
 from rudder.protocol import DECISIONS, DIRECTIONS, Metrics
 from rudder.rules import make_decider
 
 log = logging.getLogger(__name__)
 
-IMPLIED = {"replace": ("increase", "decrease"), "skip": ("stagnant", "stagnant")}
 REASON_CHARS = 200
 
 
@@ -36,7 +36,7 @@ class DecisionModel(Protocol):
 class LLMConfig:
     """How the agent calls its LLM (through the Ollama API)."""
 
-    url: str = "http://127.0.0.1:11434"
+    url: str = DEFAULT_LLM_URL
     model: str = "qwen2.5-coder-1.5b"
     prompt: str = DEFAULT_PROMPT
     temperature: float = 0.0
@@ -118,7 +118,7 @@ class RuleModel:
 
     def answer(self, current: dict, history: list[str]) -> dict:
         decision = self.decider.decide(Metrics.from_dict(current)).value
-        hit, comm = IMPLIED[decision]
+        hit, comm = implied_effects(decision)
         return {
             "decision": decision,
             "reason": self.name,
@@ -127,14 +127,15 @@ class RuleModel:
         }
 
 
-def make_model(spec: str, llm: LLMConfig | None = None) -> DecisionModel:
+def make_model(spec: str | DeciderSpec, llm: LLMConfig | None = None) -> DecisionModel:
     """A fresh model for one trainer: ``llm``, ``classifier:PATH`` or a rule spec."""
-    if spec == "llm":
+    spec = DeciderSpec.parse(spec)
+    if spec.is_llm:
         return LLMModel(llm or LLMConfig())
-    if spec.startswith("classifier:"):
+    if spec.kind == "classifier":
         from rudder.controller.classifiers import ClassifierDecider
 
-        return RuleModel(ClassifierDecider(spec.split(":", 1)[1]))
+        return RuleModel(ClassifierDecider(spec.arg))
     return RuleModel(make_decider(spec))
 
 

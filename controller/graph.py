@@ -22,6 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from rudder.controller import nodes
 from rudder.controller.decision_models import DecisionModel, LLMConfig, make_model
 from rudder.controller.state import AgentState
+from rudder.decisions import DeciderSpec, Decision
 from rudder.protocol import AgentDecision, Metrics
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ class GraphAgent:
             durability="exit",
             context=nodes.AgentContext(model=self._model(trainer)),
         )
-        return AgentDecision(**out["result"])
+        result = out["result"]  # graph state holds plain values: the decision as its str
+        return AgentDecision(**{**result, "decision": Decision(result["decision"])})
 
     def state(self, trainer: int) -> dict:
         return self.graph.get_state(self._config(trainer)).values
@@ -136,7 +138,7 @@ class GraphAgent:
 
 
 def build_agent(
-    decider: str,
+    decider: str | DeciderSpec,
     *,
     run_id: str = "run",
     checkpoint: str | Path | None = None,
@@ -150,8 +152,9 @@ def build_agent(
 
     ``warm_up``: put the LLM's system prompt in the server's cache now (sidecars do).
     """
+    spec = DeciderSpec.parse(decider)  # fail now, not at the first decision, on a bad spec
     llm = None
-    if decider == "llm":
+    if spec.is_llm:
         base = LLMConfig()
         llm = LLMConfig(
             url=llm_url or base.url,
@@ -159,10 +162,10 @@ def build_agent(
             prompt=prompt or base.prompt,
             **llm_options,
         )
-    first = make_model(decider, llm)  # fail now, not at the first decision, on a bad spec
+    first = make_model(spec, llm)  # a classifier's model file is loaded and checked now
     if llm is not None and warm_up:
         try:
             log.info("LLM prompt cache warmed in %.1f s", first.warm_up())
         except Exception as e:  # the first decision will report the LLM's failure as invalid
             log.warning("could not warm up the LLM at %s: %s", llm.url, e)
-    return GraphAgent(lambda: make_model(decider, llm), run_id=run_id, checkpoint=checkpoint)
+    return GraphAgent(lambda: make_model(spec, llm), run_id=run_id, checkpoint=checkpoint)

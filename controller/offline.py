@@ -9,9 +9,7 @@ recorded run did next. :func:`render` shows the exact messages the LLM would get
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 from rudder.controller.decision_models import RuleModel
 from rudder.controller.effects import history_line
@@ -32,28 +30,10 @@ class AgentDecider:
 
     def decide_timed(self, metrics: Metrics) -> tuple[Decision, float]:
         d = self.agent.decide(self.trainer, metrics)
-        return Decision(d.decision), d.latency_s
+        return d.decision, d.latency_s
 
     def stats(self) -> dict:
         return trainer_stats(self.agent.state(self.trainer))
-
-
-def load_metrics(path: str | Path) -> list[Metrics]:
-    """A metrics trace: JSON lines of Metrics (clear errors on anything else)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such metrics trace")
-    out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(Metrics.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}:{n}: not a metrics record: {e}") from None
-    if not out:
-        raise ValueError(f"{path}: empty metrics trace")
-    return out
 
 
 def evaluate_metrics(

@@ -32,6 +32,7 @@ from typing import Any
 import zmq
 
 from rudder.controller.agent import Agent
+from rudder.decisions import DeciderSpec, Decision
 from rudder.protocol import (
     MAX_MESSAGE_BYTES,
     MODES,
@@ -56,8 +57,6 @@ from rudder.protocol import (
 
 log = logging.getLogger(__name__)
 
-RULE_DECIDERS = ("always", "never", "every:P", "heuristic")
-MODEL_DECIDERS = ("llm", "classifier:PATH")
 _DRAIN_BATCH = 256  # messages read per loop turn before results and housekeeping get a turn
 _TICK_S = 0.1  # housekeeping period (timeouts, expiry) and the longest a lost wake-up costs
 
@@ -561,7 +560,7 @@ class AgentServer:
         return AgentDecision(
             trainer=trainer,
             minibatch=seq,
-            decision="skip",
+            decision=Decision.SKIP,
             valid=False,
             reason=why[:500],
             latency_s=now - received,
@@ -569,12 +568,12 @@ class AgentServer:
 
     def _reply(self, st: _Trainer, decision: AgentDecision) -> None:
         st.decisions += 1
-        st.replace += decision.decision == "replace"
+        st.replace += decision.decision is Decision.REPLACE
         st.latency_sum_s += decision.latency_s
         st.latency_max_s = max(st.latency_max_s, decision.latency_s)
         st.last_seq = decision.minibatch
         self.counters["decisions"] += 1
-        self.counters["replace"] += decision.decision == "replace"
+        self.counters["replace"] += decision.decision is Decision.REPLACE
         self._send(
             st.routing_id,
             DecisionReply(trainer=st.trainer, seq=decision.minibatch, decision=decision),
@@ -719,7 +718,18 @@ def _plain_json(value: Any) -> Any:
 # -- the agent factory -------------------------------------------------------------------------
 
 
-def make_agent(decider: str, **options: Any) -> Agent:
+def parse_decider(decider: str | DeciderSpec) -> DeciderSpec:
+    """``decider`` parsed, or a ValueError that says what is wrong with it and the choices."""
+    try:
+        return DeciderSpec.parse(decider)
+    except ValueError:
+        name, _, arg = str(decider).strip().partition(":")
+        if name == "llm" and arg:
+            raise ValueError(f"unknown decider {decider!r}: llm takes no argument") from None
+        raise
+
+
+def make_agent(decider: str | DeciderSpec, **options: Any) -> Agent:
     """The Agent that serves ``decider``: the LangGraph agent, for every kind of decider.
 
     ``llm``, ``classifier:PATH`` and the rules (``always``, ``never``, ``every:P``,
@@ -727,17 +737,7 @@ def make_agent(decider: str, **options: Any) -> Agent:
     gets the same per-trainer history, checkpoints, statistics and Pass@1. ``options``:
     ``llm_url``, ``llm_model``, ``prompt`` (LLM only), ``checkpoint``, ``run_id``.
     """
-    name, _, arg = decider.strip().partition(":")
-    if name == "classifier" and not arg:
-        raise ValueError("the classifier decider needs a model file: classifier:PATH")
-    if name == "llm" and arg:
-        raise ValueError(f"unknown decider {decider!r}: llm takes no argument")
+    spec = parse_decider(decider)
     from rudder.controller.graph import build_agent
 
-    try:
-        return build_agent(decider, **options)
-    except ValueError as e:
-        if "unknown decider" in str(e):
-            choices = ", ".join(RULE_DECIDERS + MODEL_DECIDERS)
-            raise ValueError(f"unknown decider {decider!r}; choose one of {choices}") from None
-        raise
+    return build_agent(str(spec), **options)

@@ -8,12 +8,12 @@ the paper's rule labels good or bad (``rudder classifier train`` does the same f
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from rudder.evaluation.config import ClassifierSpec
+from rudder.metrics_trace import metrics_line
 from rudder.trainer_hooks.replay import ReplayConfig, replay
 from rudder.trainer_hooks.trace import AccessTrace
 
@@ -38,7 +38,7 @@ def teach(
                         trace,
                         "rudder",
                         ReplayConfig(buffer_fraction=f, decider=teacher),
-                        on_metrics=lambda m, fh=fh: fh.write(json.dumps(m.to_dict()) + "\n"),
+                        on_metrics=lambda m, fh=fh: fh.write(metrics_line(m)),
                     )
                 files.append(path)
     return files

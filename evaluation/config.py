@@ -20,6 +20,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from rudder.evaluation.variants import Variant
 from rudder.graphs.features import DatasetSpec
 from rudder.graphs.synthetic import GraphSpec
+from rudder.llm.defaults import DEFAULT_LLM_URL
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,7 +54,7 @@ class LLMSpec:
     """The LLM behind `rudder:llm` (served locally unless something answers at ``url``)."""
 
     model: str | None = None  # default: the agent's (qwen2.5-coder-1.5b)
-    url: str = "http://127.0.0.1:11434"
+    url: str = DEFAULT_LLM_URL
     prompt: str | None = None  # default: the agent's
 
 

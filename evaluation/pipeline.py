@@ -29,7 +29,7 @@ from rudder.evaluation.config import BenchConfig
 from rudder.evaluation.matrix import Run, Setting, buffers_of, expand
 from rudder.evaluation.replays import load_all, replay_all
 from rudder.evaluation.runs import TrainSetup, execute, finished
-from rudder.evaluation.variants import CLASSIFIER_KINDS, Variant
+from rudder.evaluation.variants import CLASSIFIER_KINDS, Variant, is_llm
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def fingerprint(cfg: BenchConfig, variant: Variant | None = None, **extra: objec
     d = cfg.to_dict()
     key = {k: d[k] for k in ("dataset", "train")}
     key["replay"] = d["replay"]["policies"]
-    if variant is not None and variant.decider == "llm":
+    if variant is not None and variant.is_llm:
         key["llm"] = d["llm"]
     if variant is None or variant.classifier_kind:
         key["classifiers"] = d["classifiers"]
@@ -109,8 +109,8 @@ def fingerprint(cfg: BenchConfig, variant: Variant | None = None, **extra: objec
 
 
 def _uses_llm(cfg: BenchConfig, runs: list[Run]) -> bool:
-    return any(r.variant.decider == "llm" for r in runs) or (
-        cfg.ood.enabled and "llm" in cfg.ood.deciders
+    return any(r.variant.is_llm for r in runs) or (
+        cfg.ood.enabled and any(is_llm(d) for d in cfg.ood.deciders)
     )
 
 

@@ -11,7 +11,7 @@ Each function returns the file it wrote, or None when the results hold nothing t
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from rudder.evaluation.tables import BlockKey, Row
+from rudder.evaluation.variants import is_llm
+from rudder.metrics_trace import read_metrics_trace
+from rudder.protocol import Metrics
+
+log = logging.getLogger(__name__)
 
 DPI = 110
 
@@ -32,17 +37,22 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _metrics(run_dir: Path, rank: int = 0) -> list[dict]:
+def _metrics(run_dir: Path, rank: int = 0) -> list[Metrics]:
+    """A run's metrics trace of trainer ``rank``; [] (nothing to draw) if it has none."""
     path = run_dir / "trainers" / f"metrics-rank-{rank}.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return read_metrics_trace(path)
+    except ValueError as e:
+        log.warning("trajectory: %s", e)
+        return []
 
 
 def trajectory(records: list[dict], runs_dir: Path, path: Path) -> Path | None:
     """%-hits of trainer 0 for the LLM run that decided most, and a classifier beside it."""
     ok = [r for r in records if r.get("ok")]
-    llm = [r for r in ok if r["run"]["decider"] == "llm"]
+    llm = [r for r in ok if is_llm(r["run"]["decider"])]
     if not llm:
         return None
 
@@ -66,10 +76,10 @@ def trajectory(records: list[dict], runs_dir: Path, path: Path) -> Path | None:
         ms = _metrics(runs_dir / run["id"])
         if not ms:
             continue
-        x = [m["minibatch"] for m in ms]
-        ax.plot(x, [m["hit_pct"] for m in ms], lw=0.8, color="0.6", label="%-hits")
-        ax.plot(x, [m["hit_pct_window"] for m in ms], lw=1.6, label="%-hits (window)")
-        rounds = [m["minibatch"] for m in ms if m["replaced"] > 0]
+        x = [m.minibatch for m in ms]
+        ax.plot(x, [m.hit_pct for m in ms], lw=0.8, color="0.6", label="%-hits")
+        ax.plot(x, [m.hit_pct_window for m in ms], lw=1.6, label="%-hits (window)")
+        rounds = [m.minibatch for m in ms if m.replaced > 0]
         for i, t in enumerate(rounds):
             ax.axvline(
                 t, color="tab:red", lw=0.6, alpha=0.6, label="replacement" if i == 0 else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rudder.evaluation.tables import BlockKey, Row
+from rudder.evaluation.variants import is_llm
 
 LLM = "rudder:llm"
 
@@ -83,9 +84,7 @@ def epoch_time(blocks: dict[BlockKey, list[Row]]) -> list[Check]:
 
 def pass_at_1(records: list[dict]) -> list[Check]:
     """Pooled over every live LLM run: decisions-weighted valid %, evaluated-weighted Pass@1."""
-    agents = [
-        r["summary"]["agent"] for r in records if r.get("ok") and r["run"]["decider"] == "llm"
-    ]
+    agents = [r["summary"]["agent"] for r in records if r.get("ok") and is_llm(r["run"]["decider"])]
     n = sum(a.get("agent_decisions") or 0 for a in agents)
     ev = sum(a.get("evaluated") or 0 for a in agents)
     if not agents:

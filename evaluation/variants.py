@@ -12,25 +12,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rudder.decisions import DeciderSpec
 from rudder.trainer_hooks.policies.registry import OFFLINE_POLICIES, PolicySpec
 
 CLASSIFIER_KINDS = ("lr", "rf", "gbt", "mlp")  # rudder.controller.classifiers.MODEL_KINDS
-RULES = ("heuristic", "always", "never")
 
 
-def _check_decider(decider: str) -> None:
-    if decider in RULES or decider == "llm" or decider in CLASSIFIER_KINDS:
-        return
-    if decider.startswith("classifier:") and len(decider) > len("classifier:"):
-        return
-    if decider.startswith("every:"):
-        arg = decider.partition(":")[2]
-        if arg.isdigit() and int(arg) >= 1:
-            return
-    raise ValueError(
-        f"unknown decider {decider!r}: use heuristic, always, never, every:P, llm, "
-        f"{', '.join(CLASSIFIER_KINDS)} (trained by the bench) or classifier:PATH"
-    )
+def decider_spec(decider: str | None) -> DeciderSpec | None:
+    """The spec of a variant's decider; None for none and for a classifier the bench trains.
+
+    ValueError naming the choices for anything else that does not parse.
+    """
+    if decider is None or decider in CLASSIFIER_KINDS:
+        return None
+    try:
+        return DeciderSpec.parse(decider)
+    except ValueError:
+        raise ValueError(
+            f"unknown decider {decider!r}: use heuristic, always, never, every:P, llm, "
+            f"{', '.join(CLASSIFIER_KINDS)} (trained by the bench) or classifier:PATH"
+        ) from None
+
+
+def is_llm(decider: str | None) -> bool:
+    """Whether a variant's (or a recorded run's) decider is the LLM."""
+    spec = decider_spec(decider)
+    return spec is not None and spec.is_llm
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +52,8 @@ class Variant:
         text = text.strip()
         name, _, rest = text.partition(":")
         if name == "rudder":
-            decider = rest or "heuristic"
-            _check_decider(decider)
-            return cls("rudder", decider)
+            spec = decider_spec(rest or "heuristic")
+            return cls("rudder", rest if spec is None else str(spec))
         spec = PolicySpec.parse(text)
         if spec.name in OFFLINE_POLICIES:
             raise ValueError(f"{text!r} is an offline bound: the bench replays it, not trains it")
@@ -68,10 +74,19 @@ class Variant:
         return self.policy != "none"
 
     @property
+    def spec(self) -> DeciderSpec | None:
+        """The decider's spec (None without a decider, or for a classifier the bench trains)."""
+        return decider_spec(self.decider)
+
+    @property
     def is_agent(self) -> bool:
         """Decided by the agent sidecar (an LLM or a classifier), so it has a sync/async mode."""
-        d = self.decider or ""
-        return d == "llm" or d in CLASSIFIER_KINDS or d.startswith("classifier:")
+        spec = self.spec
+        return self.classifier_kind is not None or (spec is not None and spec.is_agent)
+
+    @property
+    def is_llm(self) -> bool:
+        return is_llm(self.decider)
 
     @property
     def classifier_kind(self) -> str | None:
@@ -80,11 +95,14 @@ class Variant:
 
     @property
     def is_user_classifier(self) -> bool:
-        return (self.decider or "").startswith("classifier:")
+        spec = self.spec
+        return spec is not None and spec.kind == "classifier"
 
     @property
     def path(self) -> str:
-        return (self.decider or "").partition(":")[2]
+        """The model file of ``classifier:PATH`` ("" for any other decider)."""
+        spec = self.spec
+        return spec.arg if spec is not None and spec.kind == "classifier" else ""
 
     def train_decider(self, classifier_dir: Path) -> str:
         """The ``--decider`` of `rudder train` (bench classifiers resolved to their files)."""

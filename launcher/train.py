@@ -35,6 +35,8 @@ from rudder.trainer_hooks.distdgl.config import PartInfo, TrainingOptions, Worke
 log = logging.getLogger(__name__)
 
 WORKER = [sys.executable, "-m", "rudder.trainer_hooks.distdgl.worker"]
+SCRIPT_RUNNER = [sys.executable, "-m", "rudder.trainer_hooks.distdgl.script"]
+MASTER_PORT_OFFSET = 1000  # torch.distributed's rendezvous for scripts: PORT + this
 _RUN_OUTPUTS = (
     "trainers",
     "trace",
@@ -67,8 +69,12 @@ class TrainConfig:
     )  # llm_url, llm_model, prompt, checkpoint
     llm_threads: int = 2  # of the embedded LLM server, when the run starts one
     llm_nice: int = 10  # its CPU priority below training's: training never waits for it
+    script: Path | None = None  # a user's training script instead of the built-in trainer
+    script_args: tuple[str, ...] = ()  # its arguments; {ip_config} etc. are filled in
 
     def __post_init__(self) -> None:
+        if self.script is not None and not Path(self.script).is_file():
+            raise ValueError(f"--script {self.script}: no such file")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout_s} s")
         if not 1024 <= self.port <= 65000:
@@ -119,6 +125,14 @@ def _specs(
         **cfg.extra_env,
     }
     servers, trainers = [], []  # servers first: trainers connect to every server at start-up
+    trainer_argv = WORKER
+    if cfg.script is not None:
+        trainer_argv = [*SCRIPT_RUNNER, str(Path(cfg.script).resolve()), *script_args(cfg, wc)]
+        common.update(  # what torch.distributed.run sets up for scripts under DGL's launcher
+            MASTER_ADDR=cluster.machine_ip(0),
+            MASTER_PORT=str(cfg.port + MASTER_PORT_OFFSET),
+            WORLD_SIZE=str(wc.num_trainers),
+        )
     for m in range(cfg.machines):
         machine_env = {**common, "RUDDER_MACHINE": str(m)}
         if agent_endpoints:  # this machine's sidecar (an ipc path every namespace can reach)
@@ -137,15 +151,46 @@ def _specs(
         servers.append(ProcessSpec(name=name, machine=m, argv=WORKER, env=env, role="server"))
         for t in range(cfg.trainers):
             name = f"m{m}-trainer{t}"
+            rank = m * cfg.trainers + t
             env = {
                 **machine_env,
                 "DGL_ROLE": "client",
                 "DGL_GROUP_ID": "0",
-                "RUDDER_RANK": str(m * cfg.trainers + t),
+                "RUDDER_RANK": str(rank),
                 "RUDDER_PROCESS": name,
+                "RANK": str(rank),
+                "LOCAL_RANK": str(t),
             }
-            trainers.append(ProcessSpec(name=name, machine=m, argv=WORKER, env=env, role="trainer"))
+            trainers.append(
+                ProcessSpec(name=name, machine=m, argv=trainer_argv, env=env, role="trainer")
+            )
     return servers + trainers
+
+
+SCRIPT_PLACEHOLDERS = ("ip_config", "part_config", "graph_name", "epochs", "batch_size", "out")
+
+
+def script_args(cfg: TrainConfig, wc: WorkerConfig) -> list[str]:
+    """The script's arguments with the run's facts filled in for :data:`SCRIPT_PLACEHOLDERS`.
+
+    ``{ip_config}``, ``{part_config}``, ``{graph_name}``, ``{epochs}``, ``{batch_size}``,
+    ``{out}``: the script gets the paths ``rudder train`` made without knowing them in advance.
+    """
+    values = {
+        "ip_config": wc.ip_config,
+        "part_config": wc.part_config,
+        "graph_name": wc.graph_name,
+        "epochs": str(cfg.options.epochs),
+        "batch_size": str(cfg.options.batch_size),
+        "out": wc.out_dir,
+    }
+    assert set(values) == set(SCRIPT_PLACEHOLDERS)
+    out = []
+    for arg in cfg.script_args:
+        for key, value in values.items():
+            arg = arg.replace("{" + key + "}", value)
+        out.append(arg)
+    return out
 
 
 def collect_agent_stats(endpoints: list[str]) -> dict | None:

@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from rudder.llm.defaults import DEFAULT_LLM_PORT, DEFAULT_LLM_URL
+
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "http://127.0.0.1:11434"
+DEFAULT_URL = DEFAULT_LLM_URL  # the older name (rudder.launcher.train imports it)
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -38,7 +40,7 @@ def answers(url: str, timeout_s: float = 1.0) -> bool:
 
 @contextlib.contextmanager
 def llm_available(
-    url: str = DEFAULT_URL,
+    url: str = DEFAULT_LLM_URL,
     model: str | None = None,
     *,
     threads: int = 2,
@@ -73,7 +75,7 @@ def llm_available(
         "--host",
         parsed.hostname,
         "--port",
-        str(parsed.port or 11434),
+        str(parsed.port or DEFAULT_LLM_PORT),
         "--threads",
         str(threads),
         "--ctx",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rudder.llm import models
+from rudder.llm.defaults import DEFAULT_LLM_HOST, DEFAULT_LLM_PORT
 from rudder.llm.engine import Engine, EngineError, InvalidRequestError, Result
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ class ServeConfig:
     """``rudder llm serve``'s options."""
 
     model: str = models.DEFAULT_MODEL  # a catalog name or a path to a .gguf file
-    host: str = "127.0.0.1"
-    port: int = 11434
+    host: str = DEFAULT_LLM_HOST
+    port: int = DEFAULT_LLM_PORT
     threads: int = 2
     ctx: int = 2048
 

@@ -2,7 +2,7 @@
 
 :class:`AgentClient` offers :class:`~rudder.trainer_hooks.channel.DecisionChannel`'s two
 methods, ``decision_for(t)`` before minibatch ``t`` and ``offer(metrics)`` after it, over a
-DEALER socket connected to the sidecar's ROUTER (protocol: ``rudder/protocol.py``,
+DEALER socket connected to the sidecar's ROUTER (protocol: ``rudder/protocol/``,
 docs/protocol.md). One request is in flight at a time; the decision echoes its ``seq``.
 
 - **async** (default, the paper's semantics): nothing waits. ``offer`` sends only when no
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from rudder.decisions import Decision
+from rudder.decisions import Decision, replacement_interval
 from rudder.protocol import (
     MAX_MESSAGE_BYTES,
     MODES,
@@ -165,7 +165,7 @@ class AgentClient:
                 if self._ready is None:
                     return Decision.SKIP
                 answer, self._ready = self._ready, None
-                decision = Decision.REPLACE if answer.decision == "replace" else Decision.SKIP
+                decision = answer.decision  # a Decision: the codec builds it from the wire
                 self.last_decision = answer
                 self.decisions_applied.append((t, decision))
                 return decision
@@ -204,8 +204,7 @@ class AgentClient:
 
     def replacement_interval(self) -> float:
         """Mean gap, in minibatches, between consecutive decisions taking effect."""
-        ts = [t for t, _ in self.decisions_applied]
-        return (ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else 0.0
+        return replacement_interval([t for t, _ in self.decisions_applied])
 
     @property
     def applied(self) -> list[tuple[int, Decision]]:

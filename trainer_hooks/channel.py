@@ -11,10 +11,37 @@ methods, ``decision_for(t)`` and ``offer(metrics)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from rudder.decisions import Decider, Decision
+from rudder.decisions import Decider, DeciderSpec, Decision, replacement_interval
 from rudder.protocol import Metrics
+from rudder.rules import make_decider
+
+if TYPE_CHECKING:
+    from rudder.trainer_hooks.options import RudderConfig
+
+
+class Channel(Protocol):
+    """Where a trainer's decisions come from: this module's channels or the agent's client."""
+
+    dropped: int  # metrics not sent because a request was in flight (stale-request drop)
+
+    @property
+    def applied(self) -> list[tuple[int, Decision]]:
+        """(minibatch, decision) of every decision that took effect."""
+        ...
+
+    def decision_for(self, t: int) -> Decision:
+        """The decision in effect at minibatch ``t`` (skip unless one lands now)."""
+        ...
+
+    def offer(self, metrics: Metrics) -> None:
+        """The metrics of the minibatch just done: a request, unless one is in flight."""
+        ...
+
+    def replacement_interval(self) -> float:
+        """Mean gap, in minibatches, between consecutive decisions taking effect."""
+        ...
 
 
 class DecisionChannel:
@@ -51,8 +78,7 @@ class DecisionChannel:
 
     def replacement_interval(self) -> float:
         """Mean gap, in minibatches, between consecutive decisions taking effect."""
-        ts = [t for t, _ in self.applied]
-        return (ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else 0.0
+        return replacement_interval([t for t, _ in self.applied])
 
 
 class TimedDecider(Protocol):
@@ -110,3 +136,33 @@ class _Untimed(Decider):
 
     def decide(self, metrics: Metrics) -> Decision:
         return self.timed.decide_timed(metrics)[0]
+
+
+def open_channel(
+    config: RudderConfig, spec: DeciderSpec, rank: int, decider: Decider | None = None
+) -> Channel:
+    """Where a trainer's decisions come from: in process, or this machine's agent sidecar.
+
+    Rules (and a caller's ``decider`` object) run in process and answer at once; the agent's
+    deciders (``llm``, ``classifier:PATH``), or any decider with ``agent="sidecar"``, are
+    asked over ZeroMQ at ``config.agent_endpoint``, sync or async. Baselines' own rules
+    (``fixed``, ``periodic``, ``static``) always decide in process.
+    """
+    if decider is None and (config.uses_sidecar and str(spec) == config.decider):
+        if not config.agent_endpoint:
+            raise ValueError(
+                f"decider {spec} runs in this machine's agent sidecar, but no endpoint is set: "
+                "start one (`rudder agent serve --endpoint ipc:///path.sock`) and pass "
+                "agent_endpoint=... or RUDDER_AGENT_ENDPOINT"
+            )
+        from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig
+
+        return AgentClient(
+            ClientConfig(
+                endpoint=config.agent_endpoint,
+                trainer=rank,
+                run_id=config.run_id,
+                mode=config.agent_mode,
+            )
+        )
+    return DecisionChannel(decider if decider is not None else make_decider(spec), latency=1)

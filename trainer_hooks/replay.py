@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from rudder.decisions import Decider
 from rudder.rules import make_decider
 from rudder.trainer_hooks.channel import DecisionChannel, TimedChannel, TimedDecider
+from rudder.trainer_hooks.hook import MinibatchHook, decider_for
 from rudder.trainer_hooks.metrics import DEFAULT_WINDOW, Accounting, Metrics, Totals
 from rudder.trainer_hooks.policies.base import PolicyContext
 from rudder.trainer_hooks.policies.offline import by_popularity, next_use
@@ -110,14 +111,14 @@ def replay(
         total_minibatches=trace.num_minibatches,
         window=config.window,
     )
-    channel = None
-    decider_spec = None
-    if policy.uses_decisions:
+    decider_spec = decider_for(policy, spec, config.decider)
+    label = str(decider_spec) if decider_spec is not None else None
+    channel: DecisionChannel | None = None
+    if decider_spec is not None:
         rule = builtin_decider(spec)
         if rule is None and decider is not None:
-            decider_spec = decider.spec
+            label = decider.spec  # a caller's decider: any name
         else:
-            decider_spec = rule or config.decider
             decider = make_decider(decider_spec)
         if rule is None and hasattr(decider, "decide_timed"):
             times = (trace.sample_s + trace.fetch_s + trace.compute_s).tolist()
@@ -125,33 +126,26 @@ def replay(
         else:
             latency = config.latency if rule is None else 1  # baselines decide locally, at once
             channel = DecisionChannel(decider, latency)
+    hook = MinibatchHook(policy, acct, channel, listeners=[on_metrics] if on_metrics else [])
 
     start = time.perf_counter()
-    pre = policy.prefill()
-    if pre is not None:
-        acct.record_prefill(pre)
+    hook.prefill()
     for t in range(trace.num_minibatches):
-        replace = bool(channel.decision_for(t)) if channel else False
-        plan = policy.step(trace.batch(t), replace)
-        m = acct.record(
-            plan,
+        ids = trace.batch(t)
+        hook.record(
+            hook.plan(ids),
+            ids,
             epoch=int(trace.epochs[t]),
             local_inputs=int(trace.local_counts[t]),
-            buffer_fill=policy.buffer.size,
-            stale_slots=policy.stale_count() if channel else 0,
             sample_s=float(trace.sample_s[t]),
             fetch_s=float(trace.fetch_s[t]),
             compute_s=float(trace.compute_s[t]),
         )
-        if channel:
-            channel.offer(m)
-        if on_metrics:
-            on_metrics(m)
     seconds = time.perf_counter() - start
 
     result = ReplayResult(
         policy=policy.label,
-        decider=decider_spec,
+        decider=label,
         capacity=policy.capacity,
         totals=acct.totals,
         seconds=seconds,
@@ -161,9 +155,10 @@ def replay(
         result.latency_p50_s = lat[len(lat) // 2] if lat else None
     if channel:
         result.latency = None if isinstance(channel, TimedChannel) else channel.latency
-        result.decisions = len(channel.applied)
-        result.replace_decisions = sum(bool(d) for _, d in channel.applied)
-        result.dropped_requests = channel.dropped
-        result.replacement_interval = channel.replacement_interval()
+        d = hook.decisions()
+        result.decisions = d["decisions"]
+        result.replace_decisions = d["replace_decisions"]
+        result.dropped_requests = d["dropped_requests"]
+        result.replacement_interval = d["replacement_interval"]
     log.debug("replayed %s in %.2fs", policy.label, seconds)
     return result

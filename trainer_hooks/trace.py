@@ -171,6 +171,48 @@ class AccessTrace:
         return trace
 
 
+@dataclass(slots=True)
+class TraceRecorder:
+    """Collects a live run's accesses, minibatch by minibatch, into an :class:`AccessTrace`.
+
+    A minibatch's compute time is known only after it trained (the look-ahead has moved on by
+    then): :meth:`set_compute` fills it in later.
+    """
+
+    batches: list[np.ndarray] = field(default_factory=list)
+    local_counts: list[int] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+    sample_s: list[float] = field(default_factory=list)
+    fetch_s: list[float] = field(default_factory=list)
+    compute_s: list[float] = field(default_factory=list)
+
+    def add(
+        self, remote_ids: np.ndarray, local: int, epoch: int, sample_s: float, fetch_s: float
+    ) -> None:
+        self.batches.append(np.asarray(remote_ids, dtype=np.int64))
+        self.local_counts.append(local)
+        self.epochs.append(epoch)
+        self.sample_s.append(sample_s)
+        self.fetch_s.append(fetch_s)
+        self.compute_s.append(0.0)
+
+    def set_compute(self, minibatch: int, seconds: float) -> None:
+        if 0 <= minibatch < len(self.compute_s):
+            self.compute_s[minibatch] = seconds
+
+    def build(self, meta: TraceMeta, prefill_ranking: np.ndarray | None = None) -> AccessTrace:
+        return AccessTrace.build(
+            meta,
+            self.batches,
+            local_counts=np.array(self.local_counts, dtype=np.int64),
+            epochs=np.array(self.epochs, dtype=np.int32),
+            sample_s=np.array(self.sample_s),
+            fetch_s=np.array(self.fetch_s),
+            compute_s=np.array(self.compute_s),
+            prefill_ranking=prefill_ranking,
+        )
+
+
 def _dtype(name: str) -> type:
     return _ARRAYS.get(name) or _OPTIONAL[name]
 

@@ -80,18 +80,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from rudder.controller.server import AgentServer, ServerConfig, make_agent
+    from rudder.controller.server import AgentServer, ServerConfig, make_agent, parse_decider
     from rudder.protocol import ipc_endpoint
 
+    spec = parse_decider(args.decider)
     options = {
         "llm_url": args.llm_url,
         "llm_model": args.llm_model,
         "prompt": args.prompt,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "run_id": args.run_id,
-        "warm_up": args.decider == "llm" or None,  # before trainers connect
+        "warm_up": spec.is_llm or None,  # before trainers connect
     }
-    agent = make_agent(args.decider, **{k: v for k, v in options.items() if v is not None})
+    agent = make_agent(spec, **{k: v for k, v in options.items() if v is not None})
     config = ServerConfig(
         workers=args.workers,
         mode=args.mode,

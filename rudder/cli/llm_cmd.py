@@ -9,6 +9,12 @@ import time
 from pathlib import Path
 
 from rudder.cli.common import UserError, positive_int
+from rudder.llm.defaults import (
+    DEFAULT_LLM_HOST,
+    DEFAULT_LLM_PORT,
+    llm_model_from_env,
+    llm_url_from_env,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="a model name from `rudder models list` (default: the agent's) or a .gguf path",
     )
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=11434)
+    s.add_argument("--host", default=DEFAULT_LLM_HOST)
+    s.add_argument("--port", type=int, default=DEFAULT_LLM_PORT)
     s.add_argument("--threads", type=positive_int, default=2)
     s.add_argument("--ctx", type=positive_int, default=2048, help="context size in tokens")
     s.add_argument(
@@ -58,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--history", type=positive_int, default=4, help="earlier records shown as history"
     )
     a.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v1)")
-    a.add_argument("--llm-url", default=os.environ.get("RUDDER_LLM_URL", "http://127.0.0.1:11434"))
-    a.add_argument("--llm-model", default=os.environ.get("RUDDER_LLM_MODEL"))
+    a.add_argument("--llm-url", default=llm_url_from_env())
+    a.add_argument("--llm-model", default=llm_model_from_env())
     a.set_defaults(func=run_ask)
 
 
@@ -97,6 +103,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
     from rudder.llm.embedded import llm_available
     from rudder.llm.models import DEFAULT_MODEL
+    from rudder.metrics_trace import read_metrics_trace
     from rudder.prompts import DECISION_SCHEMA, decision_messages, load, metrics_history
 
     if (args.metrics is None) == (args.question is None):
@@ -104,12 +111,7 @@ def run_ask(args: argparse.Namespace) -> int:
     model = args.llm_model or DEFAULT_MODEL
     fmt = None
     if args.metrics is not None:
-        try:
-            records = [json.loads(line) for line in args.metrics.read_text().splitlines() if line]
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{args.metrics}: not a metrics trace: {e}") from None
-        if not records:
-            raise UserError(f"{args.metrics}: no records")
+        records = [m.to_dict() for m in read_metrics_trace(args.metrics)]  # ValueError: exit 2
         at = args.at % len(records)
         messages = decision_messages(
             load(args.prompt) if args.prompt else load(),

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from rudder.cli.common import positive_int
+from rudder.llm.defaults import llm_model_from_env, llm_url_from_env
 
 
 def add_llm_args(p: argparse.ArgumentParser) -> None:
     """--llm-url and --llm-model, for every command that can run the LLM decider."""
     p.add_argument(
         "--llm-url",
-        default=os.environ.get("RUDDER_LLM_URL", "http://127.0.0.1:11434"),
+        default=llm_url_from_env(),
         help="Ollama API base URL (an embedded server is started there if none answers)",
     )
     p.add_argument(
         "--llm-model",
-        default=os.environ.get("RUDDER_LLM_MODEL"),
+        default=llm_model_from_env(),
         help="model name (default: qwen2.5-coder-1.5b)",
     )
     p.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v1)")
@@ -59,10 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     from rudder.controller.decision_models import LLMConfig, LLMModel
-    from rudder.controller.offline import load_metrics, render
+    from rudder.controller.offline import render
+    from rudder.metrics_trace import read_metrics_trace
     from rudder.prompts import DEFAULT_PROMPT
 
-    records = load_metrics(args.metrics_trace)
+    records = read_metrics_trace(args.metrics_trace)
     model = LLMModel(LLMConfig(prompt=args.prompt or DEFAULT_PROMPT))
     for m in render(model.messages, records, args.at, args.history_decider):
         print(f"----- {m['role']} -----\n{m['content']}")
@@ -73,19 +74,16 @@ def run_eval(args: argparse.Namespace) -> int:
     import contextlib
 
     from rudder.controller.graph import build_agent
-    from rudder.controller.offline import evaluate_metrics, load_metrics
+    from rudder.controller.offline import evaluate_metrics
+    from rudder.decisions import DeciderSpec
     from rudder.llm.embedded import llm_available
+    from rudder.metrics_trace import read_metrics_trace
 
-    records = load_metrics(args.metrics_trace)
-    agent = build_agent(
-        args.decider, llm_url=args.llm_url, llm_model=args.llm_model, prompt=args.prompt
-    )
+    spec = DeciderSpec.parse(args.decider)
+    records = read_metrics_trace(args.metrics_trace)
+    agent = build_agent(spec, llm_url=args.llm_url, llm_model=args.llm_model, prompt=args.prompt)
     out = open(args.decisions, "w") if args.decisions else None  # noqa: SIM115
-    ctx = (
-        llm_available(args.llm_url, args.llm_model)
-        if args.decider == "llm"
-        else contextlib.nullcontext()
-    )
+    ctx = llm_available(args.llm_url, args.llm_model) if spec.is_llm else contextlib.nullcontext()
     try:
         with ctx:
             stats = evaluate_metrics(

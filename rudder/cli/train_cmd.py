@@ -108,6 +108,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="check every minibatch against a plain pull (slow)",
     )
+    p.add_argument(
+        "--script",
+        type=Path,
+        help="run this DistDGL training script in every trainer instead of the built-in "
+        "GraphSAGE loop (it uses rudder.trainer_hooks.BufferedFeatures; docs/api.md); its "
+        "arguments follow `--`, with {ip_config}, {part_config}, {graph_name}, {epochs}, "
+        "{batch_size} and {out} filled in",
+    )
+    p.add_argument("script_args", nargs="*", help=argparse.SUPPRESS)
     p.set_defaults(func=run_train)
 
     c = sub.add_parser("compare", help="compare training runs side by side")
@@ -122,6 +131,8 @@ def run_train(args: argparse.Namespace) -> int:
     from rudder.launcher.train import TrainConfig, TrainingError, run
     from rudder.trainer_hooks.distdgl.config import TrainingOptions
 
+    if args.script_args and args.script is None:
+        raise UserError(f"unexpected arguments {args.script_args}: script arguments need --script")
     cluster = "ssh" if args.ip_config and args.cluster == "auto" else args.cluster
     options = TrainingOptions(
         epochs=args.epochs,
@@ -166,6 +177,8 @@ def run_train(args: argparse.Namespace) -> int:
         port=args.port,
         timeout_s=args.timeout,
         agent_options=agent_options,
+        script=args.script,
+        script_args=tuple(a for a in args.script_args if a != "--"),
     )
     try:
         s = run(cfg)

@@ -11,7 +11,8 @@ import pytest
 
 from rudder.launcher.sidecars import AgentSidecars
 from rudder.llm.embedded import llm_available
-from rudder.protocol import Metrics, StatsRequest, TrainerInfo
+from rudder.metrics_trace import read_metrics_trace
+from rudder.protocol import StatsRequest, TrainerInfo
 from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def test_llm_agent_decides_for_a_trainer_through_the_sidecar(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "rudder", "-q", "models", "fetch", MODEL], check=True, timeout=600
     )
-    records = [Metrics.from_dict(json.loads(x)) for x in TRACE.read_text().splitlines()[:4]]
+    records = read_metrics_trace(TRACE)[:4]
     url = f"http://127.0.0.1:{free_port()}"
     ep = f"ipc://{tmp_path}/agent.sock"
     options = {

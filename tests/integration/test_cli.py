@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rudder.protocol import Metrics
+from rudder.metrics_trace import read_metrics_trace
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ def test_replay_writes_the_metrics_trace(trace_dir, tmp_path):
         "--metrics-out",
         out,
     )
-    records = [Metrics.from_dict(json.loads(line)) for line in out.read_text().splitlines()]
+    records = read_metrics_trace(out)
     assert [m.minibatch for m in records] == list(range(len(records)))
     assert all(m.trainer == 1 for m in records)
 

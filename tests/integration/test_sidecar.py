@@ -13,7 +13,6 @@ import psutil
 import pytest
 import zmq
 
-from rudder.controller.fake import RuleAgent
 from rudder.controller.server import make_agent
 from rudder.decisions import Decision
 from rudder.launcher.sidecars import AgentSidecars, SidecarError, sidecar_endpoints
@@ -31,6 +30,7 @@ from rudder.protocol import (
     ipc_path,
 )
 from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
+from tests.fakes import RuleAgent
 
 pytestmark = pytest.mark.integration
 

@@ -4,89 +4,24 @@ Namespaces when the suite runs as root (as CI does), loopback mode otherwise.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import psutil
 import pytest
+from training_support import make_parts, no_leftovers, rudder, run_processes  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 
-def rudder(*args, check=True, timeout=600):
-    proc = subprocess.run(
-        [sys.executable, "-m", "rudder", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"rudder {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
-
-
-def run_processes(run_dir: Path) -> list[psutil.Process]:
-    """Live processes started for the run in `run_dir` (found by their environment)."""
-    config = str(run_dir.resolve() / "run.json")
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("RUDDER_RUN_CONFIG") == config:
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def netns_names() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
-
-
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("graph")
-    rudder(
-        "-q",
-        "graph",
-        "generate",
-        "--nodes",
-        4000,
-        "--avg-degree",
-        10,
-        "--communities",
-        8,
-        "--feat-dim",
-        16,
-        "--classes",
-        4,
-        "--train-fraction",
-        0.3,
-        "--out",
-        root / "graph",
-    )
-    rudder(
-        "-q", "graph", "partition", "--graph", root / "graph", "--parts", 2, "--out", root / "parts"
-    )
-    return root / "parts"
+    return make_parts(tmp_path_factory.mktemp("graph"))
 
 
-@pytest.fixture
-def no_leftovers():
-    shm_before = set(os.listdir("/dev/shm"))
-    netns_before = netns_names()
-    yield
-    assert set(os.listdir("/dev/shm")) - shm_before == set()
-    assert netns_names() - netns_before == set()
-
-
-def test_two_machines_train_with_identical_features(parts, tmp_path, no_leftovers):
+@pytest.mark.usefixtures("no_leftovers")
+def test_two_machines_train_with_identical_features(parts, tmp_path):
     out = tmp_path / "run"
     rudder(
         "-q",
@@ -150,7 +85,8 @@ def test_two_machines_train_with_identical_features(parts, tmp_path, no_leftover
     assert "belady" in report.stdout
 
 
-def test_a_killed_trainer_stops_the_whole_run(parts, tmp_path, no_leftovers):
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_killed_trainer_stops_the_whole_run(parts, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [

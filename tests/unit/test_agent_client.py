@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from rudder.controller.fake import FailingAgent, InstantAgent, SlowAgent
 from rudder.controller.server import AgentServer, ServerConfig
 from rudder.decisions import Decision
 from rudder.protocol import Metrics, StatsReply, StatsRequest, TrainerInfo
 from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
+from tests.fakes import FailingAgent, InstantAgent, SlowAgent
 
 FAST = dict(  # test-sized timeouts
     ping_interval_s=0.05,

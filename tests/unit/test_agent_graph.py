@@ -12,6 +12,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from rudder.controller.decision_models import LLMConfig, LLMModel, RuleModel, validate
 from rudder.controller.effects import observe
 from rudder.controller.graph import GraphAgent, build_agent, trainer_stats
+from rudder.metrics_trace import read_metrics_trace
 from rudder.protocol import Metrics
 from rudder.rules import make_decider
 
@@ -25,9 +26,7 @@ GOOD = {
 
 
 def records(name="distdgl-2m-heuristic-rank-0.jsonl"):
-    return [
-        Metrics.from_dict(json.loads(line)) for line in (FIXTURES / name).read_text().splitlines()
-    ]
+    return read_metrics_trace(FIXTURES / name)
 
 
 def llm_with(answers):

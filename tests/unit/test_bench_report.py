@@ -1,5 +1,6 @@
 """From bench records to comparison rows, target verdicts, REPORT.md and plots."""
 
+import dataclasses
 import json
 
 import pytest
@@ -7,6 +8,8 @@ import pytest
 from rudder.evaluation import report
 from rudder.evaluation.tables import BlockKey, blocks
 from rudder.evaluation.targets import check
+from rudder.metrics_trace import metrics_line
+from rudder.protocol import Metrics
 
 
 def _totals(rows, hits=0, inputs=20_000):
@@ -144,13 +147,13 @@ def test_targets_are_judged_where_they_apply(records):
 def test_report_and_plots_from_results(tmp_path, records):
     run_dir = tmp_path / "runs" / records[4]["run"]["id"] / "trainers"
     run_dir.mkdir(parents=True)
+    zero = {f.name: 0 for f in dataclasses.fields(Metrics)}
+    shown = (
+        {"minibatch": t, "hit_pct": 10.0 * t, "hit_pct_window": 9.0 * t, "replaced": t % 3}
+        for t in range(6)
+    )
     run_dir.joinpath("metrics-rank-0.jsonl").write_text(
-        "\n".join(
-            json.dumps(
-                {"minibatch": t, "hit_pct": 10.0 * t, "hit_pct_window": 9.0 * t, "replaced": t % 3}
-            )
-            for t in range(6)
-        )
+        "".join(metrics_line(Metrics(**{**zero, **m})) for m in shown)
     )
     sweep = {
         "reference": records[0]["run"]["id"],

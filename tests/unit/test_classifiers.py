@@ -18,7 +18,6 @@ from rudder.controller.classifier_features import (
     features,
     label_ready,
     label_replacement,
-    load_metrics_trace,
     samples_from_metrics,
 )
 from rudder.controller.classifiers import (
@@ -33,6 +32,7 @@ from rudder.controller.classifiers import (
     train_on,
 )
 from rudder.decisions import Decision
+from rudder.metrics_trace import read_metrics_per_trainer
 from rudder.protocol import Metrics
 from rudder.trainer_hooks.replay import ReplayConfig, replay
 from rudder.trainer_hooks.trace import load_trace
@@ -162,7 +162,7 @@ def test_samples_use_the_decision_minibatch_features():
 
 def fixture_metrics() -> list[Metrics]:
     path = sorted(TRAIN.glob("*.jsonl"))[0]
-    return load_metrics_trace(path)[0]
+    return read_metrics_per_trainer(path)[0]
 
 
 def test_features_are_scale_free_and_ignore_old_history():

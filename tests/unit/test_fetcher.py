@@ -5,7 +5,11 @@ import pytest
 import torch
 from conftest import random_batches
 
-from rudder.trainer_hooks.distdgl.fetcher import BufferedFetcher
+from rudder.decisions import Decider, Decision
+from rudder.trainer_hooks.channel import DecisionChannel
+from rudder.trainer_hooks.fetcher import BufferedFetcher
+from rudder.trainer_hooks.hook import MinibatchHook
+from rudder.trainer_hooks.metrics import Accounting
 from rudder.trainer_hooks.policies import POLICY_NAMES, PolicyContext, make_policy
 from rudder.trainer_hooks.policies.registry import OFFLINE_POLICIES
 
@@ -30,6 +34,16 @@ def _minibatches(rng, n=25):
     return out
 
 
+class EveryThird(Decider):
+    name = "every-third"
+
+    def first(self):
+        return Decision.REPLACE
+
+    def decide(self, metrics):
+        return Decision.REPLACE if (metrics.minibatch + 1) % 3 == 0 else Decision.SKIP
+
+
 @pytest.mark.parametrize("name", ONLINE)
 @pytest.mark.parametrize("capacity", [0, 10, 80])
 def test_fetch_equals_plain_pull(name, capacity, store, rng):
@@ -41,12 +55,15 @@ def test_fetch_equals_plain_pull(name, capacity, store, rng):
 
     ranking = np.concatenate([np.arange(LO), np.arange(HI, N)])
     policy = make_policy(name, capacity, PolicyContext(prefill_ranking=ranking), feat_dim=F)
-    fetcher = BufferedFetcher(policy, pull, (LO, HI))
+    channel = DecisionChannel(EveryThird(), latency=1) if policy.uses_decisions else None
+    hook = MinibatchHook(policy, Accounting(trainer=0, capacity=capacity, row_bytes=4 * F), channel)
+    fetcher = BufferedFetcher(hook, pull, (LO, HI))
     fetcher.prefill()
     hits = 0
     for t, ids in enumerate(_minibatches(rng)):
         pulls.clear()
-        got = fetcher.fetch(ids, replace=t % 3 == 0)
+        got = fetcher.fetch(ids)
+        assert got.metrics.minibatch == t and got.metrics.hits == got.plan.n_hits
         assert torch.equal(got.x, store[ids])
         assert len(pulls) == 1  # one pull per minibatch
         remote = (ids < LO) | (ids >= HI)

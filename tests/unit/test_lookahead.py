@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from rudder.trainer_hooks.distdgl.lookahead import LookAhead
+from rudder.trainer_hooks.lookahead import LookAhead
 
 
 def test_yields_everything_in_order_one_ahead():

@@ -74,7 +74,9 @@ class TrainingOptions:
     @property
     def agent_decider(self) -> bool:
         """The decider is the agent (an LLM or a classifier), not a rule."""
-        return self.decider == "llm" or self.decider.startswith("classifier:")
+        from rudder.decisions import DeciderSpec
+
+        return DeciderSpec.parse(self.decider).is_agent
 
     @property
     def uses_sidecar(self) -> bool:

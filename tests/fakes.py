@@ -1,35 +1,31 @@
-"""Agents without a model: the rule deciders served as Agents, and fakes for tests and benchmarks.
+"""Agents without a model, for the tests of the sidecar and its client (``from tests.fakes``).
 
-:class:`RuleAgent` wraps a :class:`~rudder.rules.Decider` (``always``,
-``never``, ``every:P``, ``heuristic``) as an :class:`~rudder.controller.agent.Agent` with one
-decider instance per trainer; ``rudder agent serve --decider heuristic`` serves it. The others
-are fakes: :class:`InstantAgent` answers at once, :class:`SlowAgent` takes ``delay_s`` per
-decision, :class:`FailingAgent` raises. All of them record what they were asked.
+:class:`RuleAgent` wraps a :class:`~rudder.decisions.Decider` (``always``, ``never``,
+``every:P``, ``heuristic``) as an :class:`~rudder.controller.agent.Agent` with one decider
+instance per trainer, without LangGraph (``rudder agent serve`` serves rules through the
+LangGraph agent). The others are fakes: :class:`InstantAgent` answers at once,
+:class:`SlowAgent` takes ``delay_s`` per decision, :class:`FailingAgent` raises. All of them
+record what they were asked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
-from rudder.decisions import Decider, Decision
+from rudder.decisions import Decider, Decision, implied_effects
 from rudder.protocol import AgentDecision, Metrics
 from rudder.rules import make_decider
 
-# What a rule expects of its own answer (the agent protocol's predicted directions).
-_EXPECTED = {
-    "replace": ("increase", "decrease"),  # %-hits, communication
-    "skip": ("stagnant", "stagnant"),
-}
 
-
-def rule_decision(trainer: int, seq: int, decision: str, reason: str) -> AgentDecision:
+def rule_decision(trainer: int, seq: int, decision: Decision | str, reason: str) -> AgentDecision:
     """A valid AgentDecision with the rule deciders' expected directions."""
-    hits, comm = _EXPECTED[decision]
+    hits, comm = implied_effects(decision)
     return AgentDecision(
         trainer=trainer,
         minibatch=seq,
-        decision=decision,
+        decision=Decision(decision),
         valid=True,
         reason=reason,
         expected_hit_pct=hits,
@@ -56,7 +52,7 @@ class _Recording:
             self.seen.append((trainer, metrics.minibatch))
             counts = self._counts.setdefault(trainer, [0, 0])
             counts[0] += 1
-            counts[1] += decision.decision == "replace"
+            counts[1] += decision.decision is Decision.REPLACE
         return decision
 
     def stats(self) -> dict[int, dict]:
@@ -96,12 +92,11 @@ class RuleAgent(_Recording):
             if entry is None:
                 entry = self._deciders[trainer] = ("", make_decider(self.spec))
         choice = entry[1].decide(metrics)  # the server never runs two of these for one trainer
-        decision = "replace" if choice is Decision.REPLACE else "skip"
-        answer = rule_decision(trainer, metrics.minibatch, decision, f"rule {self.spec}")
+        answer = rule_decision(trainer, metrics.minibatch, choice, f"rule {self.spec}")
         with self._lock:  # counts only: a long-lived sidecar keeps no log of every call
             counts = self._counts.setdefault(trainer, [0, 0])
             counts[0] += 1
-            counts[1] += decision == "replace"
+            counts[1] += choice is Decision.REPLACE
         return answer
 
 
@@ -130,7 +125,7 @@ class SlowAgent(_Recording):
         t0 = time.monotonic()
         self._release.wait(self.delay_s)
         answer = rule_decision(trainer, metrics.minibatch, self.decision, "slow")
-        answer = AgentDecision(**{**answer.to_dict(), "latency_s": time.monotonic() - t0})
+        answer = dataclasses.replace(answer, latency_s=time.monotonic() - t0)
         return self._record(trainer, metrics, answer)
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""The adapter a trainer calls for a minibatch's input features: buffer hits plus one pull.
+"""Moves a minibatch's feature rows: buffer hits plus one pull, around the minibatch hook.
 
 It never imports DistDGL: ``pull(ids) -> rows`` is DistDGL's ``DistTensor`` indexing in a
 trainer and a plain tensor in tests, and remote means "outside the partition's own id range"
@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rudder.trainer_hooks.policies.base import Plan, Policy
+from rudder.protocol import Metrics
+from rudder.trainer_hooks.hook import MinibatchHook
+from rudder.trainer_hooks.policies.base import Plan
 
 Pull = Callable[[torch.Tensor], torch.Tensor]
 
@@ -29,31 +31,41 @@ class Fetched:
     remote_ids: np.ndarray  # the remote input ids, in input order (what traces record)
     n_local: int
     pull_s: float  # inside pull()
-    hook_s: float  # everything else: lookup, policy, assembly, buffer writes
+    hook_s: float  # everything else: lookup, policy, assembly, buffer writes, accounting
+    metrics: Metrics
 
 
 class BufferedFetcher:
-    """Serves remote rows from the policy's buffer and pulls the rest in one request."""
+    """Serves remote rows from the hook's buffer and pulls the rest in one request."""
 
-    def __init__(self, policy: Policy, pull: Pull, owned: tuple[int, int]):
-        self.policy = policy
+    def __init__(self, hook: MinibatchHook, pull: Pull, owned: tuple[int, int]):
+        self.hook = hook
+        self.policy = hook.policy
         self.pull = pull
         self.lo, self.hi = owned
 
     def prefill(self) -> Plan | None:
         """Pull the policy's prefill rows (if any) into the buffer before training."""
-        plan = self.policy.prefill()
+        plan = self.hook.prefill()
         if plan is not None and plan.n_fetched:
             rows = self.pull(torch.from_numpy(plan.fetch_ids))
             self.policy.commit(plan, rows.numpy())
         return plan
 
-    def fetch(self, input_nodes: torch.Tensor, replace: bool = False) -> Fetched:
+    def fetch(
+        self,
+        input_nodes: torch.Tensor,
+        *,
+        epoch: int = 0,
+        sample_s: float = 0.0,
+        compute_s: float = 0.0,
+    ) -> Fetched:
+        """The rows of ``input_nodes`` (in input order), with the minibatch accounted."""
         t0 = time.perf_counter()
         remote_mask = (input_nodes < self.lo) | (input_nodes >= self.hi)
         remote_pos = remote_mask.nonzero().squeeze(1)
         remote_ids = input_nodes[remote_pos].numpy()
-        plan = self.policy.step(remote_ids, replace)
+        plan = self.hook.plan(remote_ids)
         n_local = int(input_nodes.shape[0] - remote_pos.shape[0])
 
         ids = input_nodes
@@ -79,8 +91,17 @@ class BufferedFetcher:
         if plan.n_admitted:
             miss_pos = remote_pos[torch.from_numpy(~plan.hits)] if plan.n_hits else remote_pos
             self.policy.commit_admitted(plan, _admitted_rows(plan, x, miss_pos, extra))
+        metrics = self.hook.record(
+            plan,
+            remote_ids,
+            epoch=epoch,
+            local_inputs=n_local,
+            sample_s=sample_s,
+            fetch_s=pull_s,
+            compute_s=compute_s,
+        )
         hook_s = time.perf_counter() - t0 - pull_s
-        return Fetched(x, plan, remote_ids, n_local, pull_s, hook_s)
+        return Fetched(x, plan, remote_ids, n_local, pull_s, hook_s, metrics)
 
 
 def _admitted_rows(

@@ -1,0 +1,85 @@
+"""The wire protocol between trainers and their decision agent, both sides (docs/protocol.md).
+
+- :mod:`~rudder.protocol.messages`: the typed frozen dataclasses, the message bodies
+  (``Metrics``, ``AgentDecision``, ``TrainerInfo``) and the messages (``Hello``,
+  ``MetricsReport``, ``DecisionReply``, ...), each with its ``KIND``; no msgpack.
+- :mod:`~rudder.protocol.codec`: versions, size limit, ``encode``/``decode`` and
+  ``ProtocolError``, with one generic validator that checks every field against its
+  dataclass's annotations.
+- :mod:`~rudder.protocol.endpoints`: ``ipc://``/``tcp://`` endpoints, checked before use.
+
+Everything public is importable from ``rudder.protocol`` itself.
+"""
+
+from rudder.decisions import DIRECTIONS, Decision
+from rudder.protocol.codec import (
+    KINDS,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Message,
+    ProtocolError,
+    decode,
+    encode,
+    from_wire,
+    to_wire,
+)
+from rudder.protocol.endpoints import (
+    IPC_PATH_MAX,
+    check_endpoint,
+    endpoint_scheme,
+    ipc_endpoint,
+    ipc_path,
+)
+from rudder.protocol.messages import (
+    DECISIONS,
+    ERROR_REASONS,
+    MODES,
+    AgentDecision,
+    Bye,
+    DecisionReply,
+    ErrorReply,
+    Hello,
+    Metrics,
+    MetricsReport,
+    Ping,
+    Pong,
+    StatsReply,
+    StatsRequest,
+    TrainerInfo,
+)
+
+__all__ = [
+    "DECISIONS",
+    "DIRECTIONS",
+    "ERROR_REASONS",
+    "IPC_PATH_MAX",
+    "KINDS",
+    "MAX_MESSAGE_BYTES",
+    "MODES",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "AgentDecision",
+    "Bye",
+    "Decision",
+    "DecisionReply",
+    "ErrorReply",
+    "Hello",
+    "Message",
+    "Metrics",
+    "MetricsReport",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "StatsReply",
+    "StatsRequest",
+    "TrainerInfo",
+    "check_endpoint",
+    "decode",
+    "encode",
+    "endpoint_scheme",
+    "from_wire",
+    "ipc_endpoint",
+    "ipc_path",
+    "to_wire",
+]

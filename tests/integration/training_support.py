@@ -1,0 +1,78 @@
+"""Helpers for the tests that run real DistDGL training (imported by those test modules)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+
+def rudder(*args, check=True, timeout=600):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rudder", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"rudder {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def run_processes(run_dir: Path) -> list[psutil.Process]:
+    """Live processes started for the run in `run_dir` (found by their environment)."""
+    config = str(run_dir.resolve() / "run.json")
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("RUDDER_RUN_CONFIG") == config:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def netns_names() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def make_parts(root: Path) -> Path:
+    """A 4,000-node graph in 2 METIS partitions under ``root`` (a few seconds)."""
+    rudder(
+        "-q",
+        "graph",
+        "generate",
+        "--nodes",
+        4000,
+        "--avg-degree",
+        10,
+        "--communities",
+        8,
+        "--feat-dim",
+        16,
+        "--classes",
+        4,
+        "--train-fraction",
+        0.3,
+        "--out",
+        root / "graph",
+    )
+    rudder(
+        "-q", "graph", "partition", "--graph", root / "graph", "--parts", 2, "--out", root / "parts"
+    )
+    return root / "parts"
+
+
+@pytest.fixture
+def no_leftovers():
+    """The test leaves no /dev/shm segment and no network namespace behind."""
+    shm_before = set(os.listdir("/dev/shm"))
+    netns_before = netns_names()
+    yield
+    assert set(os.listdir("/dev/shm")) - shm_before == set()
+    assert netns_names() - netns_before == set()

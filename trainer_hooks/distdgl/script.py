@@ -1,0 +1,67 @@
+"""Runs a user's DistDGL training script as one trainer of ``rudder train --script``.
+
+``python -m rudder.trainer_hooks.distdgl.script PATH [ARGS...]``: the script runs as
+``__main__`` with ``sys.argv = [PATH, *ARGS]``, in the environment DGL's own launcher would
+give it (``DGL_ROLE``, ``DGL_IP_CONFIG``, ``DGL_CONF_PATH``, ``MASTER_ADDR``, ``RANK``, ...)
+plus Rudder's (``RUDDER_RUN_CONFIG``, ``RUDDER_AGENT_ENDPOINT``), so
+``BufferedFeatures.from_graph`` picks up the run's policy and decider. Before the script runs,
+this wrapper does what DistDGL needs on emulated machines and the script cannot know: the
+no-root loopback patches and gloo's network interface. A script that fails exits at once
+(DGL's exit handler would otherwise wait for the other trainers forever).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import sys
+
+log = logging.getLogger("rudder.script")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(
+            "usage: python -m rudder.trainer_hooks.distdgl.script PATH [ARGS...]", file=sys.stderr
+        )
+        return 2
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s [{os.environ.get('RUDDER_PROCESS', '?')}] %(name)s: "
+        "%(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    run_config = os.environ.get("RUDDER_RUN_CONFIG")
+    if run_config:
+        from rudder.trainer_hooks.distdgl.config import WorkerConfig
+        from rudder.trainer_hooks.distdgl.worker import machine_interface
+
+        cfg = WorkerConfig.load(run_config)
+        machine = int(os.environ["RUDDER_MACHINE"])
+        if cfg.loopback:
+            from rudder.trainer_hooks.distdgl import loopback
+
+            loopback.apply(machine, os.environ.get("RUDDER_RUN_ID"))
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", machine_interface(cfg.ip_config, machine))
+    path = argv[0]
+    sys.argv = list(argv)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            log.error("%s exited with %s", path, e.code)
+            logging.shutdown()
+            os._exit(e.code if isinstance(e.code, int) else 1)
+    except BaseException:
+        log.exception("%s failed", path)
+        logging.shutdown()
+        os._exit(1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,40 +1,32 @@
 """The agent sidecar: one ZeroMQ ROUTER serving every trainer of a node (docs/protocol.md).
 
-Only the main loop touches the socket (zmq sockets are not thread-safe). ``Agent.decide`` runs
-in worker threads; results come back through a queue plus a wake-up pipe that the loop polls
-next to the socket, and the loop also drains that queue on every tick, so a missed wake-up
-can only delay a decision, never lose it (the authors' worker could sleep forever).
-
-Per trainer: one call into the agent at a time (hello or decide); metrics that arrive while it
-decides replace the pending ones (stale-request drop, counted); when a decision is sent and
-newer metrics wait, they are decided next. A failing or timed-out ``decide`` becomes a
-``valid=False`` skip sent back; a malformed message gets an ``error`` reply. Nothing a peer
-sends and nothing the agent does stops the loop.
+Only the main loop touches the socket (zmq sockets are not thread-safe). It reads and answers
+messages; ``Agent.decide`` runs in worker threads (``workers.py``), and which trainer's call
+runs next, what times out and who is forgotten is the per-trainer registry's job
+(``dispatch.py``). The endpoint and its socket file are handled in ``router_socket.py``.
+A failing or timed-out ``decide`` becomes a ``valid=False`` skip sent back; a malformed
+message gets an ``error`` reply. Nothing a peer sends and nothing the agent does stops the loop.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import dataclasses
 import json
 import logging
 import os
-import queue
 import signal
-import socket
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 
 from rudder.controller.agent import Agent
+from rudder.controller.dispatch import Dispatcher, TrainerState
+from rudder.controller.router_socket import bind_router, remove_ipc_file
 from rudder.decisions import DeciderSpec, Decision
 from rudder.protocol import (
-    MAX_MESSAGE_BYTES,
     MODES,
     AgentDecision,
     Bye,
@@ -42,7 +34,6 @@ from rudder.protocol import (
     ErrorReply,
     Hello,
     Message,
-    Metrics,
     MetricsReport,
     Ping,
     Pong,
@@ -52,7 +43,6 @@ from rudder.protocol import (
     check_endpoint,
     decode,
     encode,
-    ipc_path,
 )
 
 log = logging.getLogger(__name__)
@@ -89,197 +79,7 @@ class ServerConfig:
             raise ValueError("agent server: stop_grace_s and max_retired_workers must be >= 0")
 
 
-# -- the worker threads ------------------------------------------------------------------------
-
-
-@dataclass(slots=True, eq=False)
-class _Job:
-    trainer: int
-    kind: str  # "hello" or "decide"
-    seq: int  # the metrics' minibatch (-1 for hello)
-    payload: Any  # the hello's info dict, or the Metrics
-    received_at: float
-    started_at: float = 0.0
-    finished: bool = False
-    abandoned: bool = False  # timed out: the result is discarded, the thread retires
-
-
-@dataclass(slots=True)
-class _Done:
-    job: _Job
-    result: Any
-    error: Exception | None
-    finished_at: float
-
-
-class _Workers:
-    """Threads that call the agent; each result goes to ``results`` and a byte to the pipe."""
-
-    def __init__(self, agent: Agent, n: int, max_retired: int):
-        self.agent = agent
-        self.capacity = n
-        self.running = 0
-        self.retired = 0
-        self.max_retired = max_retired
-        self.results: queue.SimpleQueue[_Done] = queue.SimpleQueue()
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._closed = False
-        self.wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        for _ in range(n):
-            self._spawn()
-
-    @property
-    def free(self) -> int:
-        return self.capacity - self.running
-
-    def _spawn(self) -> None:
-        t = threading.Thread(
-            target=self._run, name=f"rudder-agent-{len(self._threads)}", daemon=True
-        )
-        self._threads.append(t)
-        t.start()
-
-    def submit(self, job: _Job) -> None:
-        job.started_at = time.monotonic()
-        self.running += 1
-        self._jobs.put(job)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            result, error = None, None
-            try:
-                if job.kind == "hello":
-                    self.agent.hello(job.trainer, job.payload)
-                else:
-                    result = self.agent.decide(job.trainer, job.payload)
-            except Exception as e:  # reported to the loop, which answers skip
-                error = e
-            with self._lock:
-                job.finished = True
-                retire = job.abandoned
-            self.results.put(_Done(job, result, error, time.monotonic()))
-            self.wake()
-            if retire:
-                return  # a replacement thread took this one's place
-
-    def wake(self) -> None:
-        """Nudge the loop (thread- and signal-safe)."""
-        if self._closed:  # after close the fd number may belong to another file
-            return
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"\0")
-
-    def clear_wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self.wake_r, 4096):
-                pass
-
-    def done(self, job: _Job) -> None:
-        """The loop took ``job``'s result."""
-        if not job.abandoned:
-            self.running -= 1
-
-    def abandon(self, job: _Job) -> bool:
-        """Give up on a running job; False if it finished meanwhile (its result is queued)."""
-        with self._lock:
-            if job.finished:
-                return False
-            job.abandoned = True
-        self.running -= 1
-        if self.retired < self.max_retired:
-            self.retired += 1
-            self._spawn()
-        else:
-            self.capacity -= 1
-            log.error(
-                "agent: %d worker threads stuck in the agent; %d left",
-                self.retired + 1,
-                self.capacity,
-            )
-        return True
-
-    def stop(self, timeout_s: float) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-        deadline = time.monotonic() + timeout_s
-        alive = 0
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-            alive += t.is_alive()
-        if alive:  # stuck in the agent: leave the pipe open, a late write must not hit a reused fd
-            log.warning("agent: %d worker threads still inside the agent at exit", alive)
-            return
-        self._closed = True
-        os.close(self.wake_r)
-        os.close(self._wake_w)
-
-
-# -- the per-trainer registry ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Trainer:
-    trainer: int
-    routing_id: bytes
-    last_seen: float
-    run_id: str = ""
-    mode: str = "async"
-    info: dict = field(default_factory=dict)
-    hello_pending: dict | None = None
-    pending: tuple[int, Metrics, float] | None = None  # seq, metrics, received at
-    job: _Job | None = None  # the call into the agent in flight (possibly abandoned)
-    queued: bool = False
-    leaving: bool = False  # said bye while busy
-    metrics: int = 0
-    superseded: int = 0
-    decisions: int = 0
-    replace: int = 0
-    failed: int = 0
-    timed_out: int = 0
-    latency_sum_s: float = 0.0
-    latency_max_s: float = 0.0
-    last_seq: int = -1
-
-    def stats(self, now: float) -> dict[str, Any]:
-        n = self.decisions
-        return {
-            "connected": True,
-            "run_id": self.run_id,
-            "mode": self.mode,
-            "last_seen_s": round(now - self.last_seen, 3),
-            "metrics": self.metrics,
-            "superseded": self.superseded,
-            "decisions": n,
-            "replace": self.replace,
-            "replace_pct": 100.0 * self.replace / n if n else 0.0,
-            "failed": self.failed,
-            "timed_out": self.timed_out,
-            "mean_latency_s": self.latency_sum_s / n if n else 0.0,
-            "max_latency_s": self.latency_max_s,
-            "last_seq": self.last_seq,
-            "busy": self.job is not None,
-        }
-
-
-_COUNTERS = (
-    "messages",
-    "decisions",
-    "replace",
-    "failed",
-    "timed_out",
-    "late",
-    "superseded",
-    "rejected",
-    "undeliverable",
-    "purged",
-)
-
-
-class AgentServer:
+class AgentServer(Dispatcher):
     """Serves ``agent`` on ``endpoint`` (bound at construction) until :meth:`stop` or a signal."""
 
     def __init__(self, agent: Agent, endpoint: str, config: ServerConfig | None = None):
@@ -288,42 +88,24 @@ class AgentServer:
             endpoint, allow_remote=(config or ServerConfig()).allow_remote
         )
         self.config = config or ServerConfig()
-        self.counters = dict.fromkeys(_COUNTERS, 0)
-        self._trainers: dict[int, _Trainer] = {}
-        self._ready: collections.deque[int] = collections.deque()
-        self._stopping = False
         self._started = time.monotonic()
         self._signal: int | None = None
         # The decision log first: a failure there must not leave a bound socket behind.
         self._log = open(self.config.log_path, "a", buffering=1) if self.config.log_path else None  # noqa: SIM115
         self._ctx = zmq.Context(io_threads=1)
         try:
-            self._sock = self._bind()
+            self._sock = bind_router(self._ctx, self.endpoint)
         except BaseException:
             if self._log is not None:
                 self._log.close()
             raise
-        self._workers = _Workers(agent, self.config.workers, self.config.max_retired_workers)
-
-    def _bind(self) -> zmq.Socket:
-        path = ipc_path(self.endpoint)
-        if path is not None:
-            _claim_ipc_path(path)
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # the transport drops monsters
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unroutable reply raises: we count it
-        sock.setsockopt(zmq.SNDHWM, 1000)
-        sock.setsockopt(zmq.RCVHWM, 1000)
-        try:
-            sock.bind(self.endpoint)
-        except zmq.ZMQError as e:
-            sock.close(linger=0)
-            self._ctx.term()
-            raise ValueError(f"cannot bind the agent on {self.endpoint}: {e}") from None
-        if path is not None:
-            os.chmod(path, 0o600)  # the protocol has no authentication: only this user connects
-        return sock
+        super().__init__(  # last: it starts the worker threads
+            agent,
+            workers=self.config.workers,
+            max_retired_workers=self.config.max_retired_workers,
+            decide_timeout_s=self.config.decide_timeout_s,
+            expiry_s=self.config.expiry_s,
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -421,7 +203,7 @@ class AgentServer:
     def _on_hello(self, rid: bytes, msg: Hello, now: float) -> None:
         st = self._trainers.get(msg.trainer)
         if st is None:
-            st = self._trainers[msg.trainer] = _Trainer(msg.trainer, rid, now)
+            st = self._trainers[msg.trainer] = TrainerState(msg.trainer, rid, now)
             log.info(
                 "agent: trainer %d joined (run %s, %s)", msg.trainer, msg.run_id or "-", msg.mode
             )
@@ -471,102 +253,9 @@ class AgentServer:
             st.leaving = True
         log.info("agent: trainer %d said bye%s", msg.trainer, f" ({msg.reason})" * bool(msg.reason))
 
-    # -- decisions -----------------------------------------------------------------------------
+    # -- replies -------------------------------------------------------------------------------
 
-    def _enqueue(self, st: _Trainer) -> None:
-        if not st.queued and st.job is None:
-            st.queued = True
-            self._ready.append(st.trainer)
-
-    def _dispatch(self) -> None:
-        while self._ready and self._workers.free > 0 and not self._stopping:
-            st = self._trainers.get(self._ready.popleft())
-            if st is None:
-                continue
-            st.queued = False
-            if st.job is not None:
-                continue
-            if st.hello_pending is not None:
-                job = _Job(st.trainer, "hello", -1, st.hello_pending, time.monotonic())
-                st.hello_pending = None
-            elif st.pending is not None:
-                seq, metrics, received = st.pending
-                job = _Job(st.trainer, "decide", seq, metrics, received)
-                st.pending = None
-            else:
-                continue
-            st.job = job
-            self._workers.submit(job)
-
-    def _take_results(self) -> None:
-        while True:
-            try:
-                done = self._workers.results.get_nowait()
-            except queue.Empty:
-                return
-            job = done.job
-            self._workers.done(job)
-            st = self._trainers.get(job.trainer)
-            if st is not None and st.job is job:
-                st.job = None
-            if job.abandoned:
-                self.counters["late"] += 1
-                log.warning(
-                    "agent: a timed-out %s for trainer %d finished after %.1f s",
-                    job.kind,
-                    job.trainer,
-                    done.finished_at - job.started_at,
-                )
-            elif job.kind == "hello":
-                if done.error is not None:
-                    log.error("agent: hello of trainer %d failed: %r", job.trainer, done.error)
-            elif st is not None:
-                self._reply(st, self._decision(job, done))
-            if st is None:
-                continue
-            if st.leaving and st.job is None:
-                del self._trainers[st.trainer]
-            elif st.hello_pending is not None or st.pending is not None:
-                self._enqueue(st)
-
-    def _decision(self, job: _Job, done: _Done) -> AgentDecision:
-        if done.error is not None:
-            log.warning(
-                "agent: decide for trainer %d minibatch %d failed: %r",
-                job.trainer,
-                job.seq,
-                done.error,
-            )
-            why = f"agent error: {type(done.error).__name__}: {done.error}"
-            return self._failure(job.trainer, job.seq, job.received_at, done.finished_at, why)
-        if not isinstance(done.result, AgentDecision):
-            why = f"agent returned {type(done.result).__name__}, not an AgentDecision"
-            log.error("agent: %s", why)
-            return self._failure(job.trainer, job.seq, job.received_at, done.finished_at, why)
-        return dataclasses.replace(
-            done.result,
-            trainer=job.trainer,
-            minibatch=job.seq,
-            latency_s=done.finished_at - job.received_at,
-        )
-
-    def _failure(
-        self, trainer: int, seq: int, received: float, now: float, why: str
-    ) -> AgentDecision:
-        self.counters["failed"] += 1
-        st = self._trainers.get(trainer)
-        if st is not None:
-            st.failed += 1
-        return AgentDecision(
-            trainer=trainer,
-            minibatch=seq,
-            decision=Decision.SKIP,
-            valid=False,
-            reason=why[:500],
-            latency_s=now - received,
-        )
-
-    def _reply(self, st: _Trainer, decision: AgentDecision) -> None:
+    def _reply(self, st: TrainerState, decision: AgentDecision) -> None:
         st.decisions += 1
         st.replace += decision.decision is Decision.REPLACE
         st.latency_sum_s += decision.latency_s
@@ -584,34 +273,6 @@ class AgentServer:
                 self._log.write(json.dumps(record) + "\n")
             except OSError as e:
                 log.error("agent: cannot write the decision log: %s", e)
-
-    def _housekeeping(self, now: float) -> None:
-        timeout = self.config.decide_timeout_s
-        for st in list(self._trainers.values()):
-            job = st.job
-            if job is not None and not job.abandoned and now - job.started_at > timeout:
-                if self._workers.abandon(job):
-                    st.timed_out += 1
-                    self.counters["timed_out"] += 1
-                    log.warning(
-                        "agent: %s for trainer %d still running after %.0f s; answering skip",
-                        job.kind,
-                        st.trainer,
-                        timeout,
-                    )
-                    if job.kind == "decide":
-                        why = f"decision timed out after {timeout:g} s"
-                        self._reply(
-                            st, self._failure(st.trainer, job.seq, job.received_at, now, why)
-                        )
-            elif job is None and now - st.last_seen > self.config.expiry_s:
-                del self._trainers[st.trainer]
-                self.counters["purged"] += 1
-                log.info(
-                    "agent: trainer %d silent for %.0f s, forgotten", st.trainer, now - st.last_seen
-                )
-
-    # -- replies -------------------------------------------------------------------------------
 
     def _send(self, rid: bytes, msg: Message) -> None:
         try:
@@ -672,10 +333,7 @@ class AgentServer:
 
     def _close(self) -> None:
         self._sock.close(linger=0)
-        path = ipc_path(self.endpoint)
-        if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        remove_ipc_file(self.endpoint)
         with contextlib.suppress(Exception):
             self.agent.close()
         self._workers.stop(timeout_s=1.0)
@@ -687,25 +345,6 @@ class AgentServer:
             self.endpoint,
             ", ".join(f"{k} {v}" for k, v in self.counters.items() if v),
         )
-
-
-def _claim_ipc_path(path: Path) -> None:
-    """Make ``path`` bindable: refuse if a live agent listens there, remove a stale file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() and not path.is_symlink():
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)  # left by an agent that was killed
-        log.info("agent: removed the stale socket file %s", path)
-        return
-    except OSError as e:
-        raise ValueError(f"{path} exists and is not a socket an agent can use: {e}") from None
-    finally:
-        probe.close()
-    raise ValueError(f"ipc://{path} is in use by a running agent; stop it or use another endpoint")
 
 
 def _plain_json(value: Any) -> Any:

@@ -41,6 +41,7 @@ COPY graphs graphs
 COPY launcher launcher
 COPY llm llm
 COPY prompts prompts
+COPY evaluation evaluation
 RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
     && rudder --version
 

@@ -46,6 +46,8 @@ COPY graphs graphs
 COPY launcher launcher
 COPY llm llm
 COPY prompts prompts
+COPY evaluation evaluation
+COPY examples examples
 RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
     && rudder --version
 

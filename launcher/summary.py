@@ -22,7 +22,10 @@ def steady_epochs(n: int) -> slice:
 def _trainer_results(out: Path) -> list[dict]:
     files = sorted((out / "trainers").glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1]))
     if not files:
-        raise RuntimeError(f"{out / 'trainers'}: no trainer results; the run wrote nothing")
+        raise ValueError(
+            f"{out / 'trainers'}: no trainer results; the trainers wrote nothing (a --script "
+            "must call BufferedFeatures.close(), which writes them)"
+        )
     return [json.loads(f.read_text()) for f in files]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rudder.decisions import DeciderSpec
 from rudder.graphs.partitioned import load_partitions
 from rudder.launcher.cluster import (
     Cluster,
@@ -29,7 +30,8 @@ from rudder.launcher.cluster import (
 from rudder.launcher.sidecars import AgentSidecars, sidecar_endpoints
 from rudder.launcher.summary import summarize, write_summary
 from rudder.launcher.supervisor import RunReport, Supervisor
-from rudder.llm.embedded import DEFAULT_URL, llm_available
+from rudder.llm.defaults import DEFAULT_LLM_URL
+from rudder.llm.embedded import llm_available
 from rudder.trainer_hooks.distdgl.config import PartInfo, TrainingOptions, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -279,15 +281,16 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             f"{', ' + cfg.bandwidth if cfg.bandwidth else ''}), policy {cfg.options.policy}, "
             f"{cfg.options.epochs} epochs"
         )
+        llm = DeciderSpec.parse(cfg.options.decider).is_llm
         with contextlib.ExitStack() as stack:
             (out / "logs").mkdir(parents=True, exist_ok=True)
             if agent_endpoints:
                 # The LLM first (the sidecars call it), then the sidecars (the trainers say
                 # hello at start-up); all stopped after the trainers.
-                if cfg.options.decider == "llm":
+                if llm:
                     stack.enter_context(
                         llm_available(
-                            cfg.agent_options.get("llm_url", DEFAULT_URL),
+                            cfg.agent_options.get("llm_url", DEFAULT_LLM_URL),
                             cfg.agent_options.get("llm_model"),
                             threads=cfg.llm_threads,
                             nice=cfg.llm_nice,
@@ -306,7 +309,7 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
                         out / "logs",
                         mode=cfg.options.agent_mode,
                         # an LLM sidecar warms the prompt cache before it answers pings
-                        ready_timeout_s=180.0 if cfg.options.decider == "llm" else 30.0,
+                        ready_timeout_s=180.0 if llm else 30.0,
                     )
                 )
             # The supervisor logs its own events (starts, exits, stops).
@@ -322,7 +325,11 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
     if not report.ok:
         write_summary(out, {"ok": False, "reason": report.reason, "run_id": run_id})
         raise TrainingError(report, out)
-    summary = summarize(cfg, wc, report, out, run_id=run_id, cluster_mode=mode)
+    try:
+        summary = summarize(cfg, wc, report, out, run_id=run_id, cluster_mode=mode)
+    except ValueError as e:
+        write_summary(out, {"ok": False, "reason": str(e), "run_id": run_id})
+        raise
     summary["agent"] = agent_stats
     write_summary(out, summary)
     return summary

@@ -30,7 +30,8 @@ __all__ = [
 
 def metrics_line(metrics: Metrics) -> str:
     """``metrics`` as one line of a metrics trace (newline included)."""
-    return json.dumps(metrics.to_dict()) + "\n"
+    # Metrics built from numpy arithmetic may hold numpy scalars: write them as plain numbers.
+    return json.dumps(metrics.to_dict(), default=lambda v: v.item()) + "\n"
 
 
 def read_metrics_trace(path: str | os.PathLike[str]) -> list[Metrics]:

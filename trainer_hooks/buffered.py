@@ -35,7 +35,13 @@ from rudder.trainer_hooks.lookahead import LookAhead
 from rudder.trainer_hooks.metrics import Accounting
 from rudder.trainer_hooks.options import RudderConfig
 from rudder.trainer_hooks.policies.base import PolicyContext
-from rudder.trainer_hooks.policies.registry import PolicySpec, ScoredOptions, make_policy, warm_up
+from rudder.trainer_hooks.policies.registry import (
+    PolicySpec,
+    ScoredOptions,
+    builtin_decider,
+    make_policy,
+    warm_up,
+)
 from rudder.trainer_hooks.results import PartitionFacts, TrainerResults
 from rudder.trainer_hooks.trace import TraceRecorder
 
@@ -101,7 +107,10 @@ class BufferedFeatures:
         warm_up(spec, feat_dim=dim)
         self.decider_spec = decider_for(policy, spec, cfg.decider)
         if channel is None and self.decider_spec is not None:
-            channel = open_channel(cfg, self.decider_spec, rank, decider=decider)
+            # A baseline (static, fixed, periodic) is defined by its own rule: a caller's
+            # decider object only replaces the decider of `rudder`.
+            own = decider if builtin_decider(spec) is None else None
+            channel = open_channel(cfg, self.decider_spec, rank, decider=own)
         self.channel = channel
         self.accounting = Accounting(trainer=rank, capacity=policy.capacity, row_bytes=dim * 4)
         recorder = TraceRecorder() if cfg.record_trace and cfg.out_dir else None
@@ -208,10 +217,12 @@ class BufferedFeatures:
         depth: int = 1,
     ) -> Iterator[Batch]:
         """One epoch of :class:`Batch` objects; ``prepare`` runs on each in the look-ahead."""
+        if not self.facts.minibatches_per_epoch:
+            self.plan_run(_epoch_length(loader))  # the run's length: the agent's progress
         self._start()
+        epoch = self.results.begin_epoch(self.epoch)  # before the look-ahead starts fetching
         source = self._prepared(loader, prepare)
         it: Iterator[Batch] = LookAhead(source, depth=depth) if overlap else source
-        epoch = self.results.begin_epoch(self.epoch)
         held: Batch | None = None
         returned_at = 0.0
         try:
@@ -310,6 +321,20 @@ class BufferedFeatures:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _epoch_length(loader: Iterable) -> int:
+    """Minibatches per epoch of ``loader`` (0 if it cannot say).
+
+    DGL's ``DistDataLoader`` has no ``len()`` but knows its dataset and batch size.
+    """
+    if hasattr(loader, "__len__"):
+        return len(loader)  # type: ignore[arg-type]
+    dataset, batch = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+    if dataset is None or not batch:
+        return 0
+    n = len(dataset)
+    return n // batch if getattr(loader, "drop_last", False) else -(-n // batch)
 
 
 def _move(value: Any, device: torch.device) -> Any:

@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from rudder.metrics_trace import metrics_line
 from rudder.protocol import Metrics
 from rudder.trainer_hooks.metrics import Totals
 from rudder.trainer_hooks.trace import TraceMeta
@@ -101,7 +102,7 @@ class TrainerResults:
         if self._metrics_file is None:
             path = self._path("trainers", f"metrics-rank-{self.feats.rank}.jsonl")
             self._metrics_file = open(path, "w", buffering=1 << 16)  # noqa: SIM115 (closed in write)
-        self._metrics_file.write(json.dumps(m.to_dict(), default=_json) + "\n")
+        self._metrics_file.write(metrics_line(m))
 
     def verify(self, f: Fetched, plain: torch.Tensor) -> None:
         import torch

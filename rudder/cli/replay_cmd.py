@@ -90,9 +90,10 @@ def _agent(args: argparse.Namespace, stack: contextlib.ExitStack):
     """The in-process agent for the rudder policy, with the LLM available if it needs one."""
     from rudder.controller.graph import build_agent
     from rudder.controller.offline import AgentDecider
+    from rudder.decisions import DeciderSpec
     from rudder.llm.embedded import llm_available
 
-    if args.decider == "llm":
+    if DeciderSpec.parse(args.decider).is_llm:
         stack.enter_context(llm_available(args.llm_url, args.llm_model))
     agent = build_agent(
         args.decider, llm_url=args.llm_url, llm_model=args.llm_model, prompt=args.prompt
@@ -103,6 +104,8 @@ def _agent(args: argparse.Namespace, stack: contextlib.ExitStack):
 
 def run(args: argparse.Namespace) -> int:
     from rudder.cli.common import format_table, progress
+    from rudder.decisions import DeciderSpec
+    from rudder.metrics_trace import metrics_line
     from rudder.trainer_hooks.policies import POLICY_NAMES, PolicySpec, ScoredOptions
     from rudder.trainer_hooks.replay import ReplayConfig, context_for, replay
     from rudder.trainer_hooks.trace import load_trace
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     specs = [PolicySpec.parse(n) for n in names]
     if args.metrics_out and len(specs) != 1:
         raise UserError("--metrics-out records one policy's metrics: name a single --policy")
-    agent_decider = args.decider == "llm" or args.decider.startswith("classifier:")
+    agent_decider = DeciderSpec.parse(args.decider).is_agent
     config = ReplayConfig(
         buffer_fraction=args.buffer,
         decider="never" if agent_decider else args.decider,  # the agent replaces it below
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     metrics_file = open(args.metrics_out, "w") if args.metrics_out else None  # noqa: SIM115
     on_metrics = (
-        (lambda m: metrics_file.write(json.dumps(m.to_dict()) + "\n")) if metrics_file else None
+        (lambda m: metrics_file.write(metrics_line(m))) if metrics_file else None
     )
     results = []
     with contextlib.ExitStack() as stack:

@@ -198,3 +198,16 @@ def test_agent_default_command():
     assert cmd[:2] == ["agent", "serve"]
     assert cmd[cmd.index("--bind") + 1] == f"ipc://{SOCKET_DIR}/agent.sock"
     assert cmd[cmd.index("--llm-url") + 1] == "http://ollama:11434"
+
+
+@pytest.mark.parametrize("dockerfile", ["trainer.Dockerfile", "agent.Dockerfile"])
+def test_images_copy_every_package_folder(dockerfile):
+    # `pip install .` in the image fails if a folder pyproject maps a package to is missing.
+    import tomllib
+
+    package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {d.split("/")[0] for d in package_dirs["package-dir"].values()}
+    copied = {args.split()[0].rstrip("/") for op, args in instructions(dockerfile) if op == "COPY"}
+    ignore = (DOCKER / f"{dockerfile}.dockerignore").read_text().splitlines()
+    assert folders <= copied, f"{dockerfile} does not copy {sorted(folders - copied)}"
+    assert {f"!{f}/" for f in folders} <= set(ignore)

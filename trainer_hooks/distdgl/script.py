@@ -17,7 +17,7 @@ import os
 import runpy
 import sys
 
-log = logging.getLogger("rudder.script")
+from rudder.trainer_hooks.distdgl.worker import exit_now
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,25 +27,12 @@ def main(argv: list[str] | None = None) -> int:
             "usage: python -m rudder.trainer_hooks.distdgl.script PATH [ARGS...]", file=sys.stderr
         )
         return 2
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s [{os.environ.get('RUDDER_PROCESS', '?')}] %(name)s: "
-        "%(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    run_config = os.environ.get("RUDDER_RUN_CONFIG")
-    if run_config:
-        from rudder.trainer_hooks.distdgl.config import WorkerConfig
-        from rudder.trainer_hooks.distdgl.worker import machine_interface
+    if os.environ.get("RUDDER_RUN_CONFIG"):  # under `rudder train`
+        from rudder.trainer_hooks.distdgl.worker import start_process, start_trainer
 
-        cfg = WorkerConfig.load(run_config)
-        machine = int(os.environ["RUDDER_MACHINE"])
-        if cfg.loopback:
-            from rudder.trainer_hooks.distdgl import loopback
-
-            loopback.apply(machine, os.environ.get("RUDDER_RUN_ID"))
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", machine_interface(cfg.ip_config, machine))
+        start_trainer(start_process())
+    else:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     path = argv[0]
     sys.argv = list(argv)
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
@@ -53,13 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         runpy.run_path(path, run_name="__main__")
     except SystemExit as e:
         if e.code not in (None, 0):
-            log.error("%s exited with %s", path, e.code)
-            logging.shutdown()
-            os._exit(e.code if isinstance(e.code, int) else 1)
+            exit_now(f"{path} (exit {e.code})", e.code if isinstance(e.code, int) else 1)
     except BaseException:
-        log.exception("%s failed", path)
-        logging.shutdown()
-        os._exit(1)
+        exit_now(path)
     return 0
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from rudder.trainer_hooks.distdgl.config import WorkerConfig
 
 log = logging.getLogger("rudder.worker")
 
@@ -32,7 +36,8 @@ def machine_interface(ip_config: str, machine: int) -> str:
     raise RuntimeError(f"no local interface holds {ip} (machine {machine} in {ip_config})")
 
 
-def main() -> int:
+def start_process() -> WorkerConfig:
+    """Logging, the run's config and, on loopback, DGL's patches: what every process needs."""
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s %(levelname)s [{os.environ.get('RUDDER_PROCESS', '?')}] %(name)s: "
@@ -47,6 +52,29 @@ def main() -> int:
         from rudder.trainer_hooks.distdgl import loopback
 
         loopback.apply(int(os.environ["RUDDER_MACHINE"]), os.environ.get("RUDDER_RUN_ID"))
+    return cfg
+
+
+def start_trainer(cfg: WorkerConfig) -> None:
+    """What a trainer needs beyond :func:`start_process`: gloo's network interface."""
+    os.environ.setdefault(
+        "GLOO_SOCKET_IFNAME", machine_interface(cfg.ip_config, int(os.environ["RUDDER_MACHINE"]))
+    )
+
+
+def exit_now(what: str, code: int = 1) -> NoReturn:
+    """Log the failure and leave at once.
+
+    DGL's exit handler waits for every other client; after a failure it would hang for ever.
+    The launcher sees the exit code and stops the run.
+    """
+    log.exception("%s failed", what)
+    logging.shutdown()
+    os._exit(code)
+
+
+def main() -> int:
+    cfg = start_process()
     if os.environ.get("DGL_ROLE") == "server":
         import dgl
         import torch
@@ -57,17 +85,11 @@ def main() -> int:
         return 0
     from rudder.trainer_hooks.distdgl.trainer import train
 
-    os.environ.setdefault(
-        "GLOO_SOCKET_IFNAME", machine_interface(cfg.ip_config, int(os.environ["RUDDER_MACHINE"]))
-    )
+    start_trainer(cfg)
     try:
         train(cfg, rank=int(os.environ["RUDDER_RANK"]))
     except BaseException:
-        # DGL's exit handler waits for every other client; after a failure it would hang for
-        # ever. Report and leave at once: the launcher sees the exit code and stops the run.
-        log.exception("trainer failed")
-        logging.shutdown()
-        os._exit(1)
+        exit_now("trainer")
     return 0
 
 

@@ -1,0 +1,236 @@
+"""The sidecar's per-trainer registry and the scheduling of calls into the agent.
+
+It exists apart from ``server.py`` so that the socket loop and the bookkeeping of who waits
+for what can be read (and reasoned about) separately; :class:`Dispatcher` knows no socket, and
+:class:`~rudder.controller.server.AgentServer` adds one by implementing :meth:`Dispatcher._reply`.
+
+Per trainer: one call into the agent at a time (hello or decide); metrics that arrive while it
+decides replace the pending ones (stale-request drop, counted); when a decision is sent and
+newer metrics wait, they are decided next. A failing or timed-out ``decide`` becomes a
+``valid=False`` skip sent back. Trainers silent for ``expiry_s`` leave the registry.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rudder.controller.agent import Agent
+from rudder.controller.workers import Done, Job, Workers
+from rudder.decisions import Decision
+from rudder.protocol import AgentDecision, Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TrainerState:
+    """What the sidecar knows about one trainer: its pending work and its statistics."""
+
+    trainer: int
+    routing_id: bytes
+    last_seen: float
+    run_id: str = ""
+    mode: str = "async"
+    info: dict = field(default_factory=dict)
+    hello_pending: dict | None = None
+    pending: tuple[int, Metrics, float] | None = None  # seq, metrics, received at
+    job: Job | None = None  # the call into the agent in flight (possibly abandoned)
+    queued: bool = False
+    leaving: bool = False  # said bye while busy
+    metrics: int = 0
+    superseded: int = 0
+    decisions: int = 0
+    replace: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    latency_sum_s: float = 0.0
+    latency_max_s: float = 0.0
+    last_seq: int = -1
+
+    def stats(self, now: float) -> dict[str, Any]:
+        n = self.decisions
+        return {
+            "connected": True,
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "last_seen_s": round(now - self.last_seen, 3),
+            "metrics": self.metrics,
+            "superseded": self.superseded,
+            "decisions": n,
+            "replace": self.replace,
+            "replace_pct": 100.0 * self.replace / n if n else 0.0,
+            "failed": self.failed,
+            "timed_out": self.timed_out,
+            "mean_latency_s": self.latency_sum_s / n if n else 0.0,
+            "max_latency_s": self.latency_max_s,
+            "last_seq": self.last_seq,
+            "busy": self.job is not None,
+        }
+
+
+COUNTERS = (
+    "messages",
+    "decisions",
+    "replace",
+    "failed",
+    "timed_out",
+    "late",
+    "superseded",
+    "rejected",
+    "undeliverable",
+    "purged",
+)
+
+
+class Dispatcher:
+    """The registry, the queue of trainers with work, and the worker threads that do it.
+
+    Its ``__init__`` starts the worker threads: a subclass calls it last, once nothing else
+    can fail. The subclass sends decisions (:meth:`_reply`) and sets ``_stopping``.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        workers: int,
+        max_retired_workers: int,
+        decide_timeout_s: float,
+        expiry_s: float,
+    ):
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self._trainers: dict[int, TrainerState] = {}
+        self._ready: collections.deque[int] = collections.deque()
+        self._stopping = False
+        self._decide_timeout_s = decide_timeout_s
+        self._expiry_s = expiry_s
+        self._workers = Workers(agent, workers, max_retired_workers)
+
+    def _reply(self, st: TrainerState, decision: AgentDecision) -> None:
+        """Count ``decision`` and send it to ``st``'s trainer."""
+        raise NotImplementedError
+
+    def _enqueue(self, st: TrainerState) -> None:
+        if not st.queued and st.job is None:
+            st.queued = True
+            self._ready.append(st.trainer)
+
+    def _dispatch(self) -> None:
+        while self._ready and self._workers.free > 0 and not self._stopping:
+            st = self._trainers.get(self._ready.popleft())
+            if st is None:
+                continue
+            st.queued = False
+            if st.job is not None:
+                continue
+            if st.hello_pending is not None:
+                job = Job(st.trainer, "hello", -1, st.hello_pending, time.monotonic())
+                st.hello_pending = None
+            elif st.pending is not None:
+                seq, metrics, received = st.pending
+                job = Job(st.trainer, "decide", seq, metrics, received)
+                st.pending = None
+            else:
+                continue
+            st.job = job
+            self._workers.submit(job)
+
+    def _take_results(self) -> None:
+        while True:
+            try:
+                done = self._workers.results.get_nowait()
+            except queue.Empty:
+                return
+            job = done.job
+            self._workers.done(job)
+            st = self._trainers.get(job.trainer)
+            if st is not None and st.job is job:
+                st.job = None
+            if job.abandoned:
+                self.counters["late"] += 1
+                log.warning(
+                    "agent: a timed-out %s for trainer %d finished after %.1f s",
+                    job.kind,
+                    job.trainer,
+                    done.finished_at - job.started_at,
+                )
+            elif job.kind == "hello":
+                if done.error is not None:
+                    log.error("agent: hello of trainer %d failed: %r", job.trainer, done.error)
+            elif st is not None:
+                self._reply(st, self._decision(job, done))
+            if st is None:
+                continue
+            if st.leaving and st.job is None:
+                del self._trainers[st.trainer]
+            elif st.hello_pending is not None or st.pending is not None:
+                self._enqueue(st)
+
+    def _decision(self, job: Job, done: Done) -> AgentDecision:
+        if done.error is not None:
+            log.warning(
+                "agent: decide for trainer %d minibatch %d failed: %r",
+                job.trainer,
+                job.seq,
+                done.error,
+            )
+            why = f"agent error: {type(done.error).__name__}: {done.error}"
+            return self._failure(job.trainer, job.seq, job.received_at, done.finished_at, why)
+        if not isinstance(done.result, AgentDecision):
+            why = f"agent returned {type(done.result).__name__}, not an AgentDecision"
+            log.error("agent: %s", why)
+            return self._failure(job.trainer, job.seq, job.received_at, done.finished_at, why)
+        return dataclasses.replace(
+            done.result,
+            trainer=job.trainer,
+            minibatch=job.seq,
+            latency_s=done.finished_at - job.received_at,
+        )
+
+    def _failure(
+        self, trainer: int, seq: int, received: float, now: float, why: str
+    ) -> AgentDecision:
+        self.counters["failed"] += 1
+        st = self._trainers.get(trainer)
+        if st is not None:
+            st.failed += 1
+        return AgentDecision(
+            trainer=trainer,
+            minibatch=seq,
+            decision=Decision.SKIP,
+            valid=False,
+            reason=why[:500],
+            latency_s=now - received,
+        )
+
+    def _housekeeping(self, now: float) -> None:
+        timeout = self._decide_timeout_s
+        for st in list(self._trainers.values()):
+            job = st.job
+            if job is not None and not job.abandoned and now - job.started_at > timeout:
+                if self._workers.abandon(job):
+                    st.timed_out += 1
+                    self.counters["timed_out"] += 1
+                    log.warning(
+                        "agent: %s for trainer %d still running after %.0f s; answering skip",
+                        job.kind,
+                        st.trainer,
+                        timeout,
+                    )
+                    if job.kind == "decide":
+                        why = f"decision timed out after {timeout:g} s"
+                        self._reply(
+                            st, self._failure(st.trainer, job.seq, job.received_at, now, why)
+                        )
+            elif job is None and now - st.last_seen > self._expiry_s:
+                del self._trainers[st.trainer]
+                self.counters["purged"] += 1
+                log.info(
+                    "agent: trainer %d silent for %.0f s, forgotten", st.trainer, now - st.last_seen
+                )

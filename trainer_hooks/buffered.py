@@ -106,11 +106,13 @@ class BufferedFeatures:
         )
         warm_up(spec, feat_dim=dim)
         self.decider_spec = decider_for(policy, spec, cfg.decider)
+        self.decider_name = str(self.decider_spec) if self.decider_spec is not None else None
         if channel is None and self.decider_spec is not None:
             # A baseline (static, fixed, periodic) is defined by its own rule: a caller's
             # decider object only replaces the decider of `rudder`.
             own = decider if builtin_decider(spec) is None else None
             channel = open_channel(cfg, self.decider_spec, rank, decider=own)
+            self.decider_name = own.spec if own is not None else self.decider_name
         self.channel = channel
         self.accounting = Accounting(trainer=rank, capacity=policy.capacity, row_bytes=dim * 4)
         recorder = TraceRecorder() if cfg.record_trace and cfg.out_dir else None

@@ -172,7 +172,7 @@ class TrainerResults:
             "rank": feats.rank,
             "part": feats.facts.part_id,
             "policy": feats.hook.policy.label,
-            "decider": str(feats.decider_spec) if feats.decider_spec is not None else None,
+            "decider": feats.decider_name,
             "capacity": feats.hook.policy.capacity,
             "remote_node_count": feats.facts.remote_nodes,
             "startup_s": _process_age_s() - (time.perf_counter() - self.created),

@@ -138,9 +138,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = context_for(trace, specs)
 
     metrics_file = open(args.metrics_out, "w") if args.metrics_out else None  # noqa: SIM115
-    on_metrics = (
-        (lambda m: metrics_file.write(metrics_line(m))) if metrics_file else None
-    )
+    on_metrics = (lambda m: metrics_file.write(metrics_line(m))) if metrics_file else None
     results = []
     with contextlib.ExitStack() as stack:
         if metrics_file:

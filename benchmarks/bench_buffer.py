@@ -18,9 +18,7 @@ import time
 import numpy as np
 
 from rudder.trainer_hooks.buffer import PersistentBuffer
-from rudder.trainer_hooks.candidates import MissTracker
-from rudder.trainer_hooks.policies.scored import ScoredPolicy
-from rudder.trainer_hooks.scoring import make_scoring
+from rudder.trainer_hooks.policies import make_policy
 
 
 def zipf_batches(rng, n_batches, universe, per_batch, skew=0.8):
@@ -47,7 +45,8 @@ def best_rate(fn, batches, repeats):
 
 
 def fresh_policy(capacity, feat_dim, batches):
-    p = ScoredPolicy(PersistentBuffer(capacity, feat_dim), make_scoring("additive"), MissTracker())
+    # The production `rudder` policy with its defaults (frequency-aware admission included).
+    p = make_policy("rudder", capacity, feat_dim=feat_dim)
     for b in batches[:5]:  # warm up: fill the buffer, compile the kernels
         p.step(b, replace=True)
     return p

@@ -8,6 +8,7 @@ same interface in ``rudder.controller``.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -62,8 +63,8 @@ class HeuristicConfig:
     end_guard_fraction: float = 0.02  # no replacement in the last 2% of the run ...
     end_guard_min: int = 2  # ... nor in its last 2 minibatches
     min_stale_pct: float = 0.5  # skip when fewer than 0.5% of slots are replaceable
-    eval_lag: int = 2  # minibatches after a round before judging its effect
-    gain_pct: float = 0.5  # a round "worked" if windowed %-hits rose by this many points
+    eval_lag: int = 1  # minibatches after a round that judge it (no round meanwhile)
+    gain_pct: float = 2.0  # a round "worked" if %-hits after it beat those before by this
     drop_pct: float = 3.0  # replace now if windowed %-hits fell this far below its peak
     max_interval: int = 32  # longest back-off between rounds, in minibatches
 
@@ -79,8 +80,11 @@ class Heuristic(Decider):
 
     1. While the buffer has free slots, replace (an empty buffer gains most, section 1).
     2. Nothing to replace (too few stale slots) or the run nearly over: skip.
-    3. After a round, watch windowed %-hits: if the round did not raise them, double the
-       interval to the next round (up to ``max_interval``); if it did, halve it.
+    3. A round is judged by the %-hits of the ``eval_lag`` minibatches after it against the
+       ``eval_lag`` before it (no round meanwhile, or nothing could be judged): if it did not
+       raise them by ``gain_pct``, the interval to the next round doubles (up to
+       ``max_interval``); if it did, it halves. On stationary access rounds rarely pay, so
+       the interval grows; while the working set moves they do, so it stays short.
     4. %-hits sliding well below their recent peak means the working set moved: replace now.
     """
 
@@ -89,18 +93,36 @@ class Heuristic(Decider):
     def __init__(self, config: HeuristicConfig | None = None):
         self.config = config or HeuristicConfig()
         self.interval = 1
-        self._hits_at_round: float | None = None
-        self._judged = True
+        self._recent: deque[float] = deque(maxlen=self.config.eval_lag)
+        self._before: float | None = None  # mean %-hits before the round being judged
+        self._after: list[float] = []
         self._peak = 0.0
 
     def first(self) -> Decision:
         return Decision.REPLACE
 
+    def _judge(self, m: Metrics) -> None:
+        c = self.config
+        if m.since_replacement == 0:  # a round just ran (its own lookup came before it)
+            self._recent.append(m.hit_pct)
+            self._before = sum(self._recent) / len(self._recent)
+            self._after = []
+            self._peak = m.hit_pct_window
+            return
+        if self._before is not None:
+            self._after.append(m.hit_pct)
+            if len(self._after) >= c.eval_lag:
+                gain = sum(self._after) / len(self._after) - self._before
+                if gain < c.gain_pct:
+                    self.interval = min(2 * self.interval, c.max_interval)
+                else:
+                    self.interval = max(1, self.interval // 2)
+                self._before = None
+        self._recent.append(m.hit_pct)
+
     def decide(self, m: Metrics) -> Decision:
         c = self.config
-        if m.since_replacement == 0:  # a round just ran: remember where %-hits stood
-            self._hits_at_round, self._judged = m.hit_pct_window, False
-            self._peak = m.hit_pct_window
+        self._judge(m)
         self._peak = max(self._peak, m.hit_pct_window)
 
         guard = max(c.end_guard_min, int(c.end_guard_fraction * m.total_minibatches))
@@ -110,18 +132,11 @@ class Heuristic(Decider):
             return Decision.SKIP
         if m.buffer_fill < m.buffer_capacity:
             return Decision.REPLACE
-
-        if not self._judged and m.since_replacement >= c.eval_lag:
-            gain = m.hit_pct_window - (self._hits_at_round or 0.0)
-            if gain < c.gain_pct:
-                self.interval = min(2 * self.interval, c.max_interval)
-            else:
-                self.interval = max(1, self.interval // 2)
-            self._judged = True
-
         if m.hit_pct_window < self._peak - c.drop_pct:
             self._peak = m.hit_pct_window  # act once per slide, then track from here
             return Decision.REPLACE
+        if self._before is not None:  # the last round is still being judged
+            return Decision.SKIP
         if m.since_replacement < 0 or m.since_replacement + 1 >= self.interval:
             return Decision.REPLACE
         return Decision.SKIP

@@ -18,9 +18,10 @@ EMPTY_ID = -1
 class PersistentBuffer:
     """``capacity`` rows of ``feat_dim`` features, their node ids, and a per-slot priority.
 
-    ``scores`` and ``stamps`` belong to the owning policy: ``scores`` is its eviction
-    priority (lower goes first), ``stamps`` the minibatch or access counter of the slot's last
-    update. ``feat_dim=0`` keeps ids and priorities only, which is all a trace replay needs.
+    ``scores``, ``freq`` and ``stamps`` belong to the owning policy: ``scores`` is its eviction
+    priority (lower goes first), ``freq`` an optional second one (the scored policy's long-run
+    use), ``stamps`` the minibatch or access counter of the slot's last update.
+    ``feat_dim=0`` keeps ids and priorities only, which is all a trace replay needs.
     Memory is O(capacity): the id index costs 4 bytes per table entry at load <= 0.5.
     """
 
@@ -38,6 +39,9 @@ class PersistentBuffer:
         self.rows.fill(0)
         self.scores = np.zeros(self.capacity, dtype=np.float64)
         self.stamps = np.zeros(self.capacity, dtype=np.int64)
+        # A second, slower-decaying priority (float32: 4 bytes a row) for policies that
+        # weigh long-run use against recent use; it shares `stamps`.
+        self.freq = np.zeros(self.capacity, dtype=np.float32)
         self.table = idx.new_table(self.capacity)
         # A one-element array so numba kernels can update the fill level in place.
         self._size = np.zeros(1, dtype=np.int64)
@@ -81,7 +85,7 @@ class PersistentBuffer:
 
     def memory_bytes(self) -> int:
         """Bytes held by the buffer's arrays."""
-        arrays = (self.ids, self.rows, self.scores, self.stamps, self.table, self._size)
+        arrays = (self.ids, self.rows, self.scores, self.freq, self.stamps, self.table, self._size)
         return int(sum(a.nbytes for a in arrays))
 
     def row_bytes(self) -> int:

@@ -43,7 +43,7 @@ from rudder.trainer_hooks.policies.registry import (
     warm_up,
 )
 from rudder.trainer_hooks.results import PartitionFacts, TrainerResults
-from rudder.trainer_hooks.trace import TraceRecorder
+from rudder.trainer_hooks.trace import PHASES, TraceRecorder
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +160,24 @@ class BufferedFeatures:
         self._returned_at = time.perf_counter()
         return x
 
-    def fetch(self, input_nodes: torch.Tensor, *, sample_s: float = 0.0) -> Fetched:
-        """:meth:`__getitem__` with everything it did (plan, timings, metrics)."""
+    def fetch(
+        self, input_nodes: torch.Tensor, *, sample_s: float = 0.0, phase: str = "train"
+    ) -> Fetched:
+        """:meth:`__getitem__` with everything it did (plan, timings, metrics).
+
+        ``phase`` says what the read is for: ``train`` or ``eval`` (recorded in traces, so
+        replay and the drift measure can tell an evaluation pass from training).
+        """
         if self._closed:
             raise RuntimeError("BufferedFeatures is closed")
         self._start()
         input_nodes = torch.as_tensor(input_nodes, dtype=torch.int64)
         f = self.fetcher.fetch(
-            input_nodes, epoch=self.epoch, sample_s=sample_s, compute_s=self._last_compute_s
+            input_nodes,
+            epoch=self.epoch,
+            sample_s=sample_s,
+            compute_s=self._last_compute_s,
+            phase=_phase_index(phase),
         )
         if self.config.verify_features:
             self.results.verify(f, self.source(input_nodes))
@@ -188,6 +198,7 @@ class BufferedFeatures:
         labels: Any = None,
         device: torch.device | str | None = None,
         overlap: bool = True,
+        phase: str = "train",
     ) -> Iterator[tuple]:
         """The loader's items with their features appended: ``(*item, x)``, one epoch.
 
@@ -207,7 +218,7 @@ class BufferedFeatures:
                 b.item = tuple(_move(v, target) for v in b.item)
                 b.extra = _move(b.extra, target)
 
-        for b in self.batches(loader, prepare=prepare, overlap=overlap):
+        for b in self.batches(loader, prepare=prepare, overlap=overlap, phase=phase):
             yield (*b.item, b.x) if labels is None else (*b.item, b.x, b.extra)
 
     def batches(
@@ -217,13 +228,19 @@ class BufferedFeatures:
         prepare: Callable[[Batch], Batch | None] | None = None,
         overlap: bool = True,
         depth: int = 1,
+        phase: str = "train",
     ) -> Iterator[Batch]:
-        """One epoch of :class:`Batch` objects; ``prepare`` runs on each in the look-ahead."""
+        """One epoch of :class:`Batch` objects; ``prepare`` runs on each in the look-ahead.
+
+        An evaluation pass (``phase="eval"``) goes through the same buffer and is accounted
+        like training, but it is not an epoch: it adds no epoch record.
+        """
         if not self.facts.minibatches_per_epoch:
             self.plan_run(_epoch_length(loader))  # the run's length: the agent's progress
+        _phase_index(phase)
         self._start()
         epoch = self.results.begin_epoch(self.epoch)  # before the look-ahead starts fetching
-        source = self._prepared(loader, prepare)
+        source = self._prepared(loader, prepare, phase)
         it: Iterator[Batch] = LookAhead(source, depth=depth) if overlap else source
         held: Batch | None = None
         returned_at = 0.0
@@ -243,11 +260,12 @@ class BufferedFeatures:
         finally:
             if isinstance(it, LookAhead):
                 it.close()
-            self.results.end_epoch(epoch)
-            self.epoch += 1
+            if phase == "train":
+                self.results.end_epoch(epoch)
+                self.epoch += 1
 
     def _prepared(
-        self, loader: Iterable, prepare: Callable[[Batch], Batch | None] | None
+        self, loader: Iterable, prepare: Callable[[Batch], Batch | None] | None, phase: str
     ) -> Iterator[Batch]:
         items = iter(loader)
         while True:
@@ -258,7 +276,7 @@ class BufferedFeatures:
                 return
             sample_s = time.perf_counter() - t0
             item = tuple(item)
-            f = self.fetch(item[0], sample_s=sample_s)
+            f = self.fetch(item[0], sample_s=sample_s, phase=phase)
             b = Batch(item=item, x=f.x, fetched=f, sample_s=sample_s)
             if prepare is not None:
                 t1 = time.perf_counter()
@@ -323,6 +341,12 @@ class BufferedFeatures:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _phase_index(phase: str) -> int:
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    return PHASES.index(phase)
 
 
 def _epoch_length(loader: Iterable) -> int:

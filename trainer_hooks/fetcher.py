@@ -59,6 +59,7 @@ class BufferedFetcher:
         epoch: int = 0,
         sample_s: float = 0.0,
         compute_s: float = 0.0,
+        phase: int = 0,
     ) -> Fetched:
         """The rows of ``input_nodes`` (in input order), with the minibatch accounted."""
         t0 = time.perf_counter()
@@ -99,6 +100,7 @@ class BufferedFetcher:
             sample_s=sample_s,
             fetch_s=pull_s,
             compute_s=compute_s,
+            phase=phase,
         )
         hook_s = time.perf_counter() - t0 - pull_s
         return Fetched(x, plan, remote_ids, n_local, pull_s, hook_s, metrics)

@@ -82,8 +82,12 @@ class MinibatchHook:
         sample_s: float = 0.0,
         fetch_s: float = 0.0,
         compute_s: float = 0.0,
+        phase: int = 0,
     ) -> Metrics:
-        """Account the minibatch ``plan`` was made for, offer its metrics, record its trace."""
+        """Account the minibatch ``plan`` was made for, offer its metrics, record its trace.
+
+        ``phase`` is 0 for training, 1 for an evaluation pass (``trace.PHASES``); traces keep it.
+        """
         if plan is not self._pending:
             raise RuntimeError("MinibatchHook.record: not the plan of the current minibatch")
         self._pending = None
@@ -100,7 +104,7 @@ class MinibatchHook:
         if self.channel is not None:
             self.channel.offer(m)
         if self.recorder is not None:
-            self.recorder.add(remote_ids, local_inputs, epoch, sample_s, fetch_s)
+            self.recorder.add(remote_ids, local_inputs, epoch, sample_s, fetch_s, phase)
         for listener in self.listeners:
             listener(m)
         self.t += 1

@@ -30,7 +30,8 @@ _ARRAYS = {
     "fetch_s": np.float32,
     "compute_s": np.float32,
 }
-_OPTIONAL = {"prefill_ranking": np.int64}
+_OPTIONAL = {"prefill_ranking": np.int64, "phase": np.int8}
+PHASES = ("train", "eval")  # what `phase` holds per minibatch, by index
 
 
 class TraceError(ValueError):
@@ -93,6 +94,13 @@ class AccessTrace:
     fetch_s: np.ndarray
     compute_s: np.ndarray
     prefill_ranking: np.ndarray | None = None  # remote ids by decreasing degree
+    phase: np.ndarray | None = None  # int8 per minibatch: index into PHASES (None: all train)
+
+    def phases(self) -> np.ndarray:
+        """Per minibatch: 0 for training, 1 for an evaluation pass (all 0 if unrecorded)."""
+        if self.phase is None:
+            return np.zeros(self.num_minibatches, dtype=np.int8)
+        return self.phase
 
     @property
     def num_minibatches(self) -> int:
@@ -124,6 +132,8 @@ class AccessTrace:
         }
         if self.prefill_ranking is not None:
             arrays["prefill_ranking"] = self.prefill_ranking
+        if self.phase is not None:
+            arrays["phase"] = self.phase
         header = np.frombuffer(self.meta.to_json().encode(), dtype=np.uint8)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
@@ -145,6 +155,7 @@ class AccessTrace:
         fetch_s: np.ndarray | None = None,
         compute_s: np.ndarray | None = None,
         prefill_ranking: np.ndarray | None = None,
+        phase: np.ndarray | None = None,
     ) -> AccessTrace:
         """Assemble a trace from per-minibatch id arrays (sorted and de-duplicated here)."""
         n = len(batches)
@@ -166,6 +177,7 @@ class AccessTrace:
             fetch_s=col(fetch_s, np.float32),
             compute_s=col(compute_s, np.float32),
             prefill_ranking=prefill_ranking,
+            phase=None if phase is None else np.asarray(phase, dtype=np.int8),
         )
         _check(trace, "<memory>")
         return trace
@@ -185,10 +197,18 @@ class TraceRecorder:
     sample_s: list[float] = field(default_factory=list)
     fetch_s: list[float] = field(default_factory=list)
     compute_s: list[float] = field(default_factory=list)
+    phase: list[int] = field(default_factory=list)
 
     def add(
-        self, remote_ids: np.ndarray, local: int, epoch: int, sample_s: float, fetch_s: float
+        self,
+        remote_ids: np.ndarray,
+        local: int,
+        epoch: int,
+        sample_s: float,
+        fetch_s: float,
+        phase: int = 0,
     ) -> None:
+        self.phase.append(phase)
         self.batches.append(np.asarray(remote_ids, dtype=np.int64))
         self.local_counts.append(local)
         self.epochs.append(epoch)
@@ -210,6 +230,7 @@ class TraceRecorder:
             fetch_s=np.array(self.fetch_s),
             compute_s=np.array(self.compute_s),
             prefill_ranking=prefill_ranking,
+            phase=np.array(self.phase, dtype=np.int8) if any(self.phase) else None,
         )
 
 
@@ -291,6 +312,7 @@ def load_trace(path: str | Path) -> AccessTrace:
         fetch_s=data["fetch_s"],
         compute_s=data["compute_s"],
         prefill_ranking=data.get("prefill_ranking"),
+        phase=data.get("phase"),
     )
     _check(trace, str(path))
     return trace
@@ -304,6 +326,12 @@ def _check(trace: AccessTrace, where: str) -> None:
                 f"{where}: {name} has {getattr(trace, name).shape[0]} entries, "
                 f"expected one per minibatch ({n})"
             )
+    if trace.phase is not None and (
+        trace.phase.shape[0] != n
+        or trace.phase.min(initial=0) < 0
+        or trace.phase.max(initial=0) >= len(PHASES)
+    ):
+        raise TraceError(f"{where}: phase must hold one of {len(PHASES)} phases per minibatch")
     ids = trace.ids
     if ids.shape[0] > 1:
         # Compare neighbours within a minibatch only, not across a boundary.

@@ -34,12 +34,16 @@ from rudder.controller.classifiers import (
 from rudder.decisions import Decision
 from rudder.metrics_trace import read_metrics_per_trainer
 from rudder.protocol import Metrics
+from rudder.trainer_hooks.policies.registry import ScoredOptions
 from rudder.trainer_hooks.replay import ReplayConfig, replay
 from rudder.trainer_hooks.trace import load_trace
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 TRAIN = FIXTURES / "classifier" / "train"
 HELDOUT = FIXTURES / "classifier" / "heldout"
+# Labelling needs rounds spaced apart (a window before and after each): the paper's slower
+# scoring (gamma 0.9) leaves stale slots only now and then.
+SPARSE_ROUNDS = ScoredOptions(scoring_params=(("gamma", 0.9),), admission=False)
 ACCESS_TRACE = HELDOUT / "access-rank-0.npz"  # the held-out graph, trainer 0
 
 
@@ -331,8 +335,9 @@ def test_finetuning_updates_after_k_labelled_decisions(models, kind):
     decider = ClassifierDecider(models[kind], finetune_every=K, background=False)
     X = collect([HELDOUT]).X
     before = decider.model.replace_probability(X)
-    replay(trace, "rudder", ReplayConfig(buffer_fraction=0.05), decider=decider)
-    replay(trace, "rudder", ReplayConfig(buffer_fraction=0.25), decider=decider)
+    for fraction in (0.05, 0.25):
+        config = ReplayConfig(buffer_fraction=fraction, scored=SPARSE_ROUNDS)
+        replay(trace, "rudder", config, decider=decider)
     s = decider.stats
     assert s.labelled >= K
     assert s.finetune_updates == s.labelled // K
@@ -353,7 +358,7 @@ def test_online_labels_equal_offline_labels(models):
     """The decider labels its own rounds exactly as training labels the recorded metrics."""
     decider = ClassifierDecider(models["lr"], finetune_every=1000)  # label, never update
     recorded: list[Metrics] = []
-    config = ReplayConfig(buffer_fraction=0.25)
+    config = ReplayConfig(buffer_fraction=0.25, scored=SPARSE_ROUNDS)
     replay(load_trace(ACCESS_TRACE), "rudder", config, decider=decider, on_metrics=recorded.append)
     offline = [s.outcome for s in samples_from_metrics(recorded).samples]
     assert len(offline) >= 2
@@ -367,7 +372,7 @@ def test_background_refit_is_swapped_in_at_the_next_decision(models):
     before = decider.model.replace_probability(X)
     last: list[Metrics] = []
     for fraction in (0.05, 0.25):
-        config = ReplayConfig(buffer_fraction=fraction)
+        config = ReplayConfig(buffer_fraction=fraction, scored=SPARSE_ROUNDS)
         replay(trace, "rudder", config, decider=decider, on_metrics=last.append)
     assert decider.stats.labelled >= 2
     assert decider.wait_finetune(timeout_s=60)

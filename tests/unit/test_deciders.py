@@ -76,14 +76,14 @@ def test_heuristic_backs_off_after_rounds_that_did_not_help():
     intervals = []
     mb = 10
     for _ in range(5):
-        h.decide(metrics(minibatch=mb, since_replacement=0, hit_pct_window=50.0))  # a round ran
-        h.decide(metrics(minibatch=mb + 1, since_replacement=1, hit_pct_window=50.0))  # no gain
+        h.decide(metrics(minibatch=mb, since_replacement=0, hit_pct=50.0))  # a round ran
+        h.decide(metrics(minibatch=mb + 1, since_replacement=1, hit_pct=50.0))  # no gain
         intervals.append(h.interval)
         mb += 10
     assert intervals == [2, 4, 8, 8, 8]
     # A round that raised %-hits halves the interval again.
-    h.decide(metrics(minibatch=mb, since_replacement=0, hit_pct_window=50.0))
-    h.decide(metrics(minibatch=mb + 1, since_replacement=1, hit_pct_window=55.0))
+    h.decide(metrics(minibatch=mb, since_replacement=0, hit_pct=50.0))
+    h.decide(metrics(minibatch=mb + 1, since_replacement=1, hit_pct=55.0))
     assert h.interval == 4
 
 

@@ -9,9 +9,14 @@ from rudder.trainer_hooks.policies.scored import ScoredPolicy
 from rudder.trainer_hooks.scoring import Additive, Multiplicative, make_scoring
 
 
-def _policy(rule, capacity=2, window=1, fill_free=False):
+def _policy(rule, capacity=2, window=1, fill_free=False, admission=False, decay=1.0):
+    # Rounds alone unless a test asks for admission (tested at the end of this file).
     return ScoredPolicy(
-        PersistentBuffer(capacity), rule, MissTracker(window=window), fill_free=fill_free
+        PersistentBuffer(capacity),
+        rule,
+        MissTracker(window=window, decay=decay),
+        fill_free=fill_free,
+        admission=admission,
     )
 
 
@@ -83,7 +88,7 @@ def test_replacement_rows_outside_the_minibatch_cost_extra_fetches():
 
 
 def test_no_stale_slot_means_no_replacement():
-    p = _policy(make_scoring("additive"), capacity=1)
+    p = _policy(Additive.create(gamma=0.9), capacity=1)
     p.step(_ids(1), replace=True)
     plan = p.step(_ids(2), replace=True)  # 1 is fresh: nothing to evict
     assert plan.n_admitted == 0 and p.buffer.occupied_ids().tolist() == [1]
@@ -131,3 +136,38 @@ def test_a_fill_is_not_counted_as_a_replacement_round():
 def test_bad_parameters_are_explained(name, params, message):
     with pytest.raises(ValueError, match=message):
         make_scoring(name, **params)
+
+
+def test_admission_swaps_in_a_miss_used_more_than_the_weakest_entry_without_a_round():
+    # Long-run use decays by 0.5 a minibatch here, so the numbers stay small and exact.
+    p = _policy(Additive.create(gamma=0.9), capacity=2, fill_free=True, admission=True, decay=0.5)
+    p.step(_ids(1, 2))  # fill: 1 and 2 enter with use 1
+    p.step(_ids(1))  # 1: 0.5 + 1 = 1.5; 2 idle
+    plan = p.step(_ids(1, 3))  # 3 missed once: use 1; 2 is worth 0.25 -> 3 takes its slot
+    assert not plan.replaced and plan.n_admitted == 1 and plan.evicted == 1
+    assert plan.n_extra == 0  # 3's row is pulled as a miss anyway
+    assert sorted(p.buffer.occupied_ids().tolist()) == [1, 3]
+    plan = p.step(_ids(1, 4))  # 4 (use 1) does not beat 3 (0.5) by the 25% margin? it does
+    assert sorted(p.buffer.occupied_ids().tolist()) == [1, 4]
+    plan = p.step(_ids(1, 3))  # 3 comes back with its history: 0.5**2 + 1 = 1.25 > 4's 0.5
+    assert sorted(p.buffer.occupied_ids().tolist()) == [1, 3]
+
+
+def test_admission_never_evicts_an_entry_worth_more_than_the_miss():
+    p = _policy(Additive.create(gamma=0.9), capacity=1, fill_free=True, admission=True, decay=0.9)
+    for _ in range(5):
+        p.step(_ids(1))  # 1 is used every minibatch
+    for x in range(10, 20):
+        plan = p.step(_ids(1, x))  # one-off misses never displace it
+        assert plan.n_admitted == 0
+    assert p.buffer.occupied_ids().tolist() == [1]
+
+
+def test_the_baselines_do_not_admit_without_their_rule():
+    from rudder.trainer_hooks.policies import PolicyContext, make_policy
+
+    ctx = PolicyContext(prefill_ranking=_ids(1, 2))
+    assert not make_policy("static", 2, ctx).admission
+    assert not make_policy("fixed", 2, ctx).admission
+    assert not make_policy("periodic", 2, ctx).admission
+    assert make_policy("rudder", 2, ctx).admission

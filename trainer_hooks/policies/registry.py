@@ -31,6 +31,9 @@ class ScoredOptions:
     scoring_params: tuple[tuple[str, float], ...] = ()
     candidate_window: int = 1
     fill_free: bool = True  # free slots take the misses being pulled anyway, without a round
+    admission: bool = True  # `rudder` only: misses that beat the weakest entry's use replace it
+    admission_margin: float = 0.25  # ... by this factor (long-run use, `frequency_decay`)
+    frequency_decay: float = 0.99  # per minibatch: the memory of long-run use (~100 minibatches)
 
     def rule(self) -> ScoringRule:
         return make_scoring(self.scoring, **dict(self.scoring_params))
@@ -64,16 +67,20 @@ class PolicySpec:
         return self.name if self.arg is None else f"{self.name}:{self.arg}"
 
 
-def _scored(prefill: bool) -> Callable[..., Policy]:
+def _scored(prefill: bool, admission: bool = False) -> Callable[..., Policy]:
+    """A scored policy; the baselines keep their buffer as their rule says (no admission)."""
+
     def build(buffer: PersistentBuffer, ctx: PolicyContext, opts: ScoredOptions) -> Policy:
         if prefill and ctx.prefill_ranking is None:
             raise ValueError("this policy prefills by degree, but the trace has no ranking")
         return ScoredPolicy(
             buffer,
             opts.rule(),
-            MissTracker(window=opts.candidate_window),
+            MissTracker(window=opts.candidate_window, decay=opts.frequency_decay),
             prefill_ids=ctx.prefill_ranking if prefill else None,
             fill_free=opts.fill_free,
+            admission=admission and opts.admission,
+            admission_margin=opts.admission_margin,
         )
 
     return build
@@ -99,7 +106,7 @@ _BUILDERS: dict[str, Callable[..., Policy]] = {
     "lru": lambda b, ctx, opts: LRU(b),
     "lfu": lambda b, ctx, opts: LFU(b),
     "s3fifo": lambda b, ctx, opts: S3FIFO(b),
-    "rudder": _scored(prefill=False),
+    "rudder": _scored(prefill=False, admission=True),
     "best-static": _best_static,
     "belady": _belady,
     "infinite": lambda b, ctx, opts: LRU(b),

@@ -7,6 +7,12 @@ The replacement rows ride in the same pull as the minibatch's misses; a candidat
 itself a miss of this minibatch costs no extra row. With no stale slot or no candidate the
 round replaces nothing.
 
+Between rounds the buffer keeps itself in order without a decision (``admission``): a miss
+whose long-run use (a slowly decaying access count, ``freq``) beats the weakest buffered
+entry's by a margin takes that entry's slot. Its row is pulled anyway, so this costs no
+extra row; a round is what follows a moving working set (recent use, ``scores``), admission
+is what makes the buffer converge to the best fixed buffer when nothing moves.
+
 The baselines of the paper are this policy with a fixed decision rule (see ``registry``):
 ``fixed`` replaces every minibatch, ``periodic`` every P minibatches after a degree prefill
 (MassiveGNN), ``static`` prefills and never replaces.
@@ -21,10 +27,28 @@ import numpy as np
 
 from rudder.trainer_hooks import index as idx
 from rudder.trainer_hooks.buffer import PersistentBuffer
-from rudder.trainer_hooks.candidates import MissTracker
+from rudder.trainer_hooks.candidates import MissTracker, decayed
 from rudder.trainer_hooks.policies.base import Plan, Policy
 from rudder.trainer_hooks.scoring import ScoringRule
 from rudder.trainer_hooks.selection import smallest_k
+
+_POOL_REFRESH = 4  # minibatches between full scans for the weakest entries
+_POOL_MIN, _POOL_SHARE = 1024, 8  # the pool holds max(1024, capacity / 8) slots
+
+
+@nb.njit(cache=True)
+def _credit(freq, stamps, slots, t, powers):
+    """Long-run use of the slots hit at ``t`` (before ``stamps`` move to ``t``)."""
+    for k in range(slots.shape[0]):
+        s = slots[k]
+        if s >= 0:
+            freq[s] = decayed(freq[s], powers, t - stamps[s]) + 1.0
+
+
+@nb.njit(cache=True)
+def _use_at(freq, stamps, slots, t, powers, out):
+    for k in range(slots.shape[0]):
+        out[k] = decayed(freq[slots[k]], powers, t - stamps[slots[k]])
 
 
 @nb.njit(cache=True)
@@ -58,12 +82,20 @@ class ScoredPolicy(Policy):
         candidates: MissTracker | None = None,
         prefill_ids: np.ndarray | None = None,
         fill_free: bool = True,
+        admission: bool = False,
+        admission_margin: float = 0.25,
     ):
         super().__init__(buffer)
         self.scoring = scoring
         self.candidates = candidates if candidates is not None else MissTracker()
         self._prefill_ids = prefill_ids
         self.fill_free = fill_free
+        self.admission = admission
+        self.margin = float(admission_margin)
+        self._pool = np.empty(0, dtype=np.int32)  # the weakest slots (see _weak_pool)
+        self._pool_t = 0
+        if self.margin < 0:
+            raise ValueError(f"admission margin must be >= 0, got {admission_margin}")
 
     def prefill(self) -> Plan | None:
         if self._prefill_ids is None or self.capacity == 0:
@@ -106,9 +138,49 @@ class ScoredPolicy(Policy):
         stale = stale[smallest_k(values[stale], stale, need)]  # rising score, then slot
         return np.concatenate([free, stale.astype(np.int32)])
 
+    def _weak_pool(self, t: int) -> np.ndarray:
+        """The weakest slots by long-run use: a pool rescanned every few minibatches.
+
+        Idle entries all decay at the same rate, so their order never changes; only hits and
+        new entries move, and a rescan every ``_POOL_REFRESH`` minibatches catches those. So a
+        minibatch costs O(pool), not O(capacity).
+        """
+        b = self.buffer
+        if self._pool.shape[0] == 0 or t - self._pool_t >= _POOL_REFRESH:
+            values = np.empty(b.size, dtype=np.float64)
+            every = np.arange(b.size, dtype=np.int32)
+            _use_at(b.freq, b.stamps, every, t, self.candidates.powers, values)
+            size = min(b.size, max(_POOL_MIN, self.capacity // _POOL_SHARE))
+            self._pool = every[smallest_k(values, every, size)]
+            self._pool_t = t
+        return self._pool
+
+    def _admit(self, misses: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Misses whose long-run use beats the weakest entries', paired with those slots."""
+        none = (np.empty(0, np.int64), np.empty(0, np.int32))
+        if not misses.shape[0]:
+            return none
+        pool = self._weak_pool(t)
+        pool_vals = np.empty(pool.shape[0], dtype=np.float64)
+        _use_at(self.buffer.freq, self.buffer.stamps, pool, t, self.candidates.powers, pool_vals)
+        cand_vals = self.candidates.values(misses, t)
+        good = cand_vals > pool_vals.min(initial=np.inf) * (1.0 + self.margin)
+        if not good.any():
+            return none
+        cand, cand_vals = misses[good], cand_vals[good]
+        k = min(cand.shape[0], pool.shape[0])
+        pick = smallest_k(-cand_vals, cand, k)  # most used first
+        cand, cand_vals = cand[pick], cand_vals[pick]
+        pick = smallest_k(pool_vals, pool, k)  # least used first
+        victims, victim_vals = pool[pick], pool_vals[pick]
+        better = cand_vals > victim_vals * (1.0 + self.margin)
+        n = k if better.all() else int(np.argmin(better))  # pairs stay better up to here
+        return cand[:n], victims[:n]
+
     def _step(self, ids: np.ndarray, replace: bool) -> Plan:
         t, b = self.t, self.buffer
         slots = b.lookup(ids)
+        _credit(b.freq, b.stamps, slots, t, self.candidates.powers)
         self.scoring.on_hits(b.scores, b.stamps, slots, t)
         misses = ids[slots < 0]
         self.candidates.record(misses, t)
@@ -122,9 +194,21 @@ class ScoredPolicy(Policy):
             new_ids = self.candidates.top(self.capacity, t)
             new_ids = new_ids[np.isin(new_ids, misses, assume_unique=True)][:free]
             victims = np.arange(b.size, b.size + new_ids.shape[0], dtype=np.int32)
+        elif self.admission and free == 0:
+            new_ids, victims = self._admit(misses, t)
+            if not new_ids.shape[0]:
+                return Plan.lookup_only(slots, misses)
         else:
             return Plan.lookup_only(slots, misses)
         new_ids = new_ids[: victims.shape[0]]
+        victims = victims[: new_ids.shape[0]]
+        # Long-run use moves with the id: evicted entries hand theirs back to the tracker,
+        # admitted ones take theirs along.
+        gone = victims[victims < b.size]
+        kept = np.empty(gone.shape[0], dtype=np.float64)
+        _use_at(b.freq, b.stamps, gone, t, self.candidates.powers, kept)
+        self.candidates.restore(b.ids[gone].copy(), kept, t)
+        carried = self.candidates.take(new_ids, t)
         evicted = _assign(
             b.table,
             b.ids,
@@ -136,7 +220,7 @@ class ScoredPolicy(Policy):
             t,
             self.scoring.initial_score,
         )
-        self.candidates.forget(new_ids)
+        b.freq[victims] = carried
 
         # One pull: the misses, then the candidates that are not misses of this minibatch.
         in_misses = np.isin(new_ids, misses, assume_unique=True)

@@ -99,7 +99,10 @@ class BufferedFeatures:
         )
         ranking = facts.prefill_ranking if spec.name in ("static", "periodic") else None
         options = ScoredOptions(
-            scoring=cfg.scoring, candidate_window=cfg.candidate_window, fill_free=cfg.fill_free
+            scoring=cfg.scoring,
+            candidate_window=cfg.candidate_window,
+            fill_free=cfg.fill_free,
+            admission=cfg.admission,
         )
         policy = make_policy(
             spec, capacity, PolicyContext(prefill_ranking=ranking), feat_dim=dim, options=options

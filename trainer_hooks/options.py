@@ -45,6 +45,7 @@ class RudderConfig:
     scoring: str = "additive"  # or "multiplicative" (docs/policies.md)
     candidate_window: int = 1  # minibatches whose misses are replacement candidates
     fill_free: bool = True  # free slots take misses without waiting for a decision
+    admission: bool = True  # rudder: a miss used more than the weakest entry takes its slot
     agent: str = "auto"  # where `rudder` decides: inproc, sidecar, auto (sidecar for agents)
     agent_mode: str = "async"  # sidecar: async (never wait) or sync (wait every minibatch)
     agent_endpoint: str | None = None  # this machine's sidecar (ipc://... or tcp://127.0.0.1:P)

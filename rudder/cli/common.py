@@ -62,6 +62,13 @@ def add_fill_free_arg(p: argparse.ArgumentParser) -> None:
         help="scored policies: leave free slots empty until a replacement round (the paper's "
         "behaviour); by default they take the misses being pulled anyway, at no extra cost",
     )
+    p.add_argument(
+        "--no-admission",
+        dest="admission",
+        action="store_false",
+        help="rudder: swap entries only in replacement rounds; by default a miss used more "
+        "(long-run) than the weakest entry takes its slot between rounds (docs/policies.md)",
+    )
 
 
 def graph_spec_from(args: argparse.Namespace):

@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             scoring=args.scoring,
             candidate_window=args.candidate_window,
             fill_free=args.fill_free,
+            admission=args.admission,
         ),
     )
     path = _pick_trace(args.trace, args.rank)
@@ -181,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         "scoring": args.scoring,
         "candidate_window": args.candidate_window,
         "fill_free": args.fill_free,
+        "admission": args.admission,
         "results": results,
     }
     if args.json:

@@ -146,6 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
         scoring=args.scoring,
         candidate_window=args.candidate_window,
         fill_free=args.fill_free,
+        admission=args.admission,
         overlap=args.overlap,
         verify_features=args.verify_features,
         record_trace=args.record_trace,

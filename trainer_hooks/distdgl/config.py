@@ -39,6 +39,7 @@ class TrainingOptions:
     scoring: str = "additive"
     candidate_window: int = 1
     fill_free: bool = True  # free buffer slots take misses without waiting for a decision
+    admission: bool = True  # rudder: misses used more than the weakest entry take its slot
     overlap: bool | None = None  # look-ahead prefetching; None: all policies but `none`
     verify_features: bool = False  # also do a plain pull and compare (tests, debugging)
     record_trace: bool = False  # write access traces to <out_dir>/trace

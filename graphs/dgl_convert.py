@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NODE_DATA = ("feat", "label", "train_mask", "val_mask", "test_mask")
+OPTIONAL_NODE_DATA = ("time",)  # carried when the graph has them
 PART_METHODS = ("metis", "random")
 
 
@@ -31,7 +32,9 @@ def to_dgl(data: GraphData) -> dgl.DGLGraph:
     """A homogeneous ``DGLGraph`` of ``data`` (int64 ids, edges in CSR order).
 
     ndata: ``feat`` (float32[N, F]), ``label`` (int64), ``train_mask``/``val_mask``/
-    ``test_mask`` (bool). Memory-mapped arrays are shared, not copied.
+    ``test_mask`` (bool), and ``time`` (float32, arrival time in [0, 1)) when the graph has
+    it. Memory-mapped arrays are shared, not copied. ``partition_graph`` carries every ndata
+    array into the partitions, so DistDGL trainers read them as ``g.ndata[...]``.
     """
     import dgl
     import torch
@@ -42,6 +45,9 @@ def to_dgl(data: GraphData) -> dgl.DGLGraph:
     )
     for key in NODE_DATA:
         g.ndata[key] = _tensor(getattr(data, key))
+    for key in OPTIONAL_NODE_DATA:
+        if getattr(data, key) is not None:
+            g.ndata[key] = _tensor(getattr(data, key))
     return g
 
 

@@ -29,11 +29,11 @@ from types import TracebackType
 import numpy as np
 
 from rudder.graphs.store import GraphData, GraphFormatError, load_graph
-from rudder.graphs.synthetic import GraphSpec, Progress, generate
+from rudder.graphs.synthetic import GraphSpec, Progress, generate, node_times
 
 log = logging.getLogger(__name__)
 
-# The arrays of graphs/store.py's layout (community optional), and every file a graph
+# The arrays of graphs/store.py's layout (community and time optional), and every file a graph
 # directory may hold: imports add orig_ids.npy (the dataset's own id of each node).
 STORE_ARRAYS = (
     "indptr",
@@ -44,7 +44,9 @@ STORE_ARRAYS = (
     "val_mask",
     "test_mask",
     "community",
+    "time",
 )
+_OPTIONAL_ARRAYS = ("community", "time")
 GRAPH_FILES = (*STORE_ARRAYS, "orig_ids")
 _BLOCK_BYTES = 64 << 20  # feature rows per block: 64 MB of float32
 
@@ -77,12 +79,15 @@ class DatasetSpec:
     @property
     def dataset_name(self) -> str:
         g = self.graph
-        return self.name or f"synthetic-n{g.nodes}-d{g.avg_degree:g}-c{g.communities}-s{g.seed}"
+        kind = "" if g.family == "dcsbm" else f"{g.family}-"
+        return self.name or (
+            f"synthetic-{kind}n{g.nodes}-d{g.avg_degree:g}-c{g.communities}-s{g.seed}"
+        )
 
     def extra(self) -> dict:
         """What ``meta.json`` records about how the dataset was made."""
         return {
-            "generator": "dcsbm",
+            "generator": self.graph.family,
             "graph_spec": asdict(self.graph),
             "classes": self.classes,
             "feat_noise": self.feat_noise,
@@ -275,7 +280,7 @@ def seal_graph_dir(out: str | Path, *, name: str, source: str, extra: dict) -> G
         f = out / f"{key}.npy"
         if f.is_file():
             arrays[key] = np.load(f, mmap_mode="r", allow_pickle=False)
-        elif key != "community":
+        elif key not in _OPTIONAL_ARRAYS:
             raise GraphFormatError(f"{out}: {f.name} was not written")
     data = GraphData(name=name, source=source, extra=extra, **arrays)
     data.check(str(out))
@@ -306,6 +311,7 @@ def generate_dataset(spec: DatasetSpec, on_progress: Progress | None = None) -> 
         val_mask=masks[1],
         test_mask=masks[2],
         community=graph.community,
+        time=node_times(spec.graph),
         source="synthetic",
         extra=spec.extra(),
     )
@@ -325,6 +331,7 @@ def write_dataset(
     np.save(out / "indptr.npy", graph.indptr)
     np.save(out / "indices.npy", graph.indices)
     np.save(out / "community.npy", graph.community)
+    np.save(out / "time.npy", node_times(spec.graph))
     community = graph.community
     del graph  # the edge list is the largest array: free it before the features
     label, masks = _labels_and_masks(spec, community)

@@ -10,6 +10,9 @@ so a 10^7-node graph opens instantly and never needs pickling::
     DIR/label.npy        int64[N]
     DIR/train_mask.npy   bool[N]      (also val_mask.npy, test_mask.npy)
     DIR/community.npy    int32[N]     optional (generated graphs)
+    DIR/time.npy         float32[N]   optional (generated graphs): arrival time in [0, 1)
+
+Readers of graphs written before an optional array existed see it as ``None``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ _ARRAYS = {
     "val_mask": np.bool_,
     "test_mask": np.bool_,
 }
-_OPTIONAL = {"community": np.int32}
+_OPTIONAL = {"community": np.int32, "time": np.float32}
 
 
 class GraphFormatError(ValueError):
@@ -53,6 +56,7 @@ class GraphData(CSRStructure):
     val_mask: np.ndarray
     test_mask: np.ndarray
     community: np.ndarray | None = None
+    time: np.ndarray | None = None  # arrival time of each node in [0, 1) (generated graphs)
     source: str = "synthetic"  # "synthetic", "ogb" or "snap"
     extra: dict = field(default_factory=dict)  # generator spec, dataset facts
 

@@ -1,10 +1,20 @@
 """A fast, seeded generator of graphs that look like the ones GNNs train on.
 
-Degree-corrected stochastic block model: each node has a power-law weight and a community;
-an edge picks its source by weight, and with probability ``1 - mixing`` a destination in the
-source's community (else anywhere), also by weight. Communities are contiguous id ranges, so a
-partition made of whole communities is a contiguous range too, as after DistDGL's relabelling.
+Two families (``GraphSpec.family``), both with power-law node weights:
+
+``dcsbm`` (the default): a degree-corrected stochastic block model. Each node has a weight and
+a community; an edge picks its source by weight, and with probability ``1 - mixing`` a
+destination in the source's community (else anywhere), also by weight. Communities are
+contiguous id ranges, so a partition made of whole communities is a contiguous range too, as
+after DistDGL's relabelling.
+
+``ring``: a spatial graph. Nodes sit on a ring in id order; an edge picks its source by weight
+and its destination ``source + round(Laplace(0, locality_scale))`` (mod N), so neighbours are
+near in id. ``community`` is the position bucket ``id * communities // N``. Visiting nodes in
+id order moves a minibatch's neighbourhood smoothly around the ring.
+
 The result is undirected (both directions stored), without self loops or duplicate edges.
+:func:`node_times` gives each node an arrival time in [0, 1) for time-ordered scenarios.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ class GraphSpec:
     power_law_exponent: float = 2.5  # degree tail exponent (2 < a <= 3 is typical)
     max_weight_factor: float = 50.0  # cap a node's weight at this multiple of the mean
     seed: int = 0
+    family: str = "dcsbm"  # "dcsbm" (communities) or "ring" (spatial; see the module doc)
+    locality_scale: float = 300.0  # ring: scale of an edge's id offset (Laplace), in ids
 
     def __post_init__(self) -> None:
         if self.nodes < 2:
@@ -48,6 +60,19 @@ class GraphSpec:
             raise ValueError(f"mixing must lie in [0, 1], got {self.mixing}")
         if self.power_law_exponent <= 1.0:
             raise ValueError("power_law_exponent must be > 1")
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown graph family {self.family!r}; choose from {FAMILIES}")
+        if not self.locality_scale > 0:
+            raise ValueError(f"locality_scale must be > 0 ids, got {self.locality_scale}")
+
+    @property
+    def label(self) -> str:
+        """A short name: ``synthetic-n{N}-d{deg}-s{seed}`` (``synthetic-ring-...`` for rings)."""
+        kind = "" if self.family == "dcsbm" else f"{self.family}-"
+        return f"synthetic-{kind}n{self.nodes}-d{self.avg_degree:g}-s{self.seed}"
+
+
+FAMILIES = ("dcsbm", "ring")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +112,8 @@ def generate(spec: GraphSpec, on_progress: Progress | None = None) -> CSRGraph:
     each); the blocks read exactly the random numbers one big draw would, so the graph depends
     on ``spec`` alone. Peak memory is about 35 bytes per undirected edge.
     """
+    if spec.family == "ring":
+        return _generate_ring(spec, on_progress)
     rng = np.random.default_rng(spec.seed)
     sizes = _community_sizes(spec, rng)
     community = np.repeat(np.arange(spec.communities, dtype=np.int32), sizes)
@@ -111,6 +138,81 @@ def generate(spec: GraphSpec, on_progress: Progress | None = None) -> CSRGraph:
     indptr, indices = csr_from_keys(keys, spec.nodes)
     log.debug("generated %d nodes, %d undirected edges", spec.nodes, keys.shape[0])
     return CSRGraph(indptr=indptr, indices=indices, community=community)
+
+
+def _generate_ring(spec: GraphSpec, on_progress: Progress | None) -> CSRGraph:
+    """The ``ring`` family: sources by weight, destinations a Laplace offset away on the ring."""
+    rng = np.random.default_rng(spec.seed)
+    n = spec.nodes
+    cum = np.cumsum(_weights(spec, rng))
+    model = _RingModel(n, spec.locality_scale, cum)
+    m = round(n * spec.avg_degree / 2)
+    first = int(m * 1.1) + 16
+    report = _Tally("edges", first, on_progress)
+    keys = model.draw(rng, first, report)
+    for _ in range(30):
+        if keys.shape[0] >= m:
+            break
+        more = int((m - keys.shape[0]) * 1.5) + 16
+        report.total += more
+        keys = sorted_unique(np.concatenate([keys, model.draw(rng, more, report)]))
+    else:
+        log.warning("graph too dense for its locality scale: %d of %d edges", keys.shape[0], m)
+    keys = _sample_unique(keys, m, rng)
+    indptr, indices = csr_from_keys(keys, n)
+    community = (np.arange(n, dtype=np.int64) * spec.communities // n).astype(np.int32)
+    log.debug("generated a %d-node ring, %d undirected edges", n, keys.shape[0])
+    return CSRGraph(indptr=indptr, indices=indices, community=community)
+
+
+class _RingModel:
+    """The ring family's edge distribution; draws candidate edges as sorted keys."""
+
+    def __init__(self, n: int, locality_scale: float, cum: np.ndarray):
+        self.n, self.locality_scale, self.cum = n, locality_scale, cum
+        self.total = cum[-1]
+        self.scale = n / self.total
+        self.guide = np.searchsorted(cum, np.arange(n) / self.scale, side="right")
+
+    def draw(self, rng: np.random.Generator, k: int, report: _Tally) -> np.ndarray:
+        """Sorted distinct ``u * N + v`` keys (u < v) of ``k`` candidate edges, no self loops.
+
+        Blocks of ``_BLOCK`` edges draw their sources, then their offsets, from ``rng`` in turn.
+        """
+        keys = np.empty(k, dtype=np.int64)
+        filled = 0
+        for a in range(0, k, _BLOCK):
+            c = min(_BLOCK, k - a)
+            src = np.empty(c, dtype=np.int64)
+            _search_right(self.cum, self.guide, self.scale, rng.random(c) * self.total, src)
+            offset = np.round(rng.laplace(0.0, self.locality_scale, c)).astype(np.int64)
+            dst = (src + offset) % self.n
+            keep = src != dst
+            u, v = np.minimum(src[keep], dst[keep]), np.maximum(src[keep], dst[keep])
+            got = u.shape[0]
+            np.multiply(u, self.n, out=keys[filled : filled + got])
+            keys[filled : filled + got] += v
+            filled += got
+            report.add(c)
+        return sorted_unique(keys[:filled])
+
+
+def node_times(spec: GraphSpec) -> np.ndarray:
+    """Each node's arrival time in [0, 1) (float32[N]), for time-ordered training.
+
+    ``ring``: the node's position ``id / N`` plus Gaussian noise of ``locality_scale`` ids
+    (wrapped), so nodes that arrive together are neighbours. ``dcsbm``: uniform. Drawn from
+    the seeded stream ``[seed, 5]``, independent of the graph's own stream.
+    """
+    rng = np.random.default_rng([spec.seed, 5])
+    n = spec.nodes
+    if spec.family == "ring":
+        pos = np.arange(n, dtype=np.float64) + rng.normal(0.0, spec.locality_scale, n)
+        t = np.mod(pos / n, 1.0)
+    else:
+        t = rng.random(n)
+    # float32 may round a value just below 1 up to 1.0: keep the interval half-open.
+    return np.minimum(t.astype(np.float32), np.nextafter(np.float32(1), np.float32(0)))
 
 
 class _Tally:

@@ -29,13 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = gsub.add_parser(
         "generate",
         help="generate a node-classification graph (power-law, communities, features)",
-        description="Generate a degree-corrected stochastic block model graph with labels that "
-        "follow the communities, features that carry the labels (class centroid + Gaussian "
-        "noise) and random train/val/test masks, into a graph directory. Seeded and "
-        "deterministic; scales to 10^7 nodes.",
+        description="Generate a degree-corrected stochastic block model graph (or, with "
+        "--family ring, a spatial graph whose edges join nodes near each other on a ring) with "
+        "labels that follow the communities, features that carry the labels (class centroid + "
+        "Gaussian noise), random train/val/test masks and node arrival times, into a graph "
+        "directory. Seeded and deterministic; scales to 10^7 nodes.",
     )
     g.add_argument("--out", required=True, type=Path, help="graph directory to write")
     add_graph_shape_args(g)
+    add_family_args(g)
     _add_feature_args(g)
     g.add_argument("--name", default="", help="graph name (default: from the parameters)")
     g.set_defaults(func=run_generate)
@@ -93,6 +95,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("path", type=Path)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=run_info)
+
+
+FAMILIES = ("dcsbm", "ring")  # rudder.graphs.synthetic.FAMILIES, without importing numba
+
+
+def add_family_args(p: argparse.ArgumentParser) -> None:
+    """--family and --locality-scale: which generator makes the graph's structure."""
+    p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="dcsbm",
+        help="dcsbm: communities joined by weight (default); ring: nodes on a ring in id "
+        "order, each edge joining nodes a Laplace-distributed id offset apart",
+    )
+    p.add_argument(
+        "--locality-scale",
+        type=_positive_float,
+        default=300.0,
+        metavar="S",
+        help="ring: scale of an edge's id offset, in ids (default 300)",
+    )
+
+
+def with_family(spec, args: argparse.Namespace):
+    """``spec`` (a :class:`GraphSpec`) with :func:`add_family_args`'s choices."""
+    import dataclasses
+
+    return dataclasses.replace(spec, family=args.family, locality_scale=args.locality_scale)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
 
 
 def _add_feature_args(p: argparse.ArgumentParser) -> None:
@@ -160,7 +200,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from rudder.graphs.features import DatasetSpec, write_dataset
 
     spec = DatasetSpec(
-        graph=graph_spec_from(args),
+        graph=with_family(graph_spec_from(args), args),
         feat_dim=args.feat_dim,
         classes=args.classes,
         feat_noise=args.feat_noise,
@@ -170,8 +210,9 @@ def run_generate(args: argparse.Namespace) -> int:
         name=args.name,
     )
     log.info(
-        "generating %s: %d nodes, avg degree %g, %d communities -> %s",
+        "generating %s (%s): %d nodes, avg degree %g, %d communities -> %s",
         spec.dataset_name,
+        args.family,
         args.nodes,
         args.avg_degree,
         args.communities,

@@ -66,11 +66,14 @@ class HeuristicConfig:
     eval_lag: int = 1  # minibatches after a round that judge it (no round meanwhile)
     gain_pct: float = 2.0  # a round "worked" if %-hits after it beat those before by this
     drop_pct: float = 3.0  # replace now if windowed %-hits fell this far below its peak
-    max_interval: int = 32  # longest back-off between rounds, in minibatches
+    max_interval: int = 128  # longest back-off between rounds, in minibatches
+    initial_interval: int = 1  # the interval once the buffer is full, before any judgement
 
     def __post_init__(self) -> None:
         if self.max_interval < 1 or self.eval_lag < 1:
             raise ValueError("heuristic: max_interval and eval_lag must be >= 1")
+        if not 1 <= self.initial_interval <= self.max_interval:
+            raise ValueError("heuristic: initial_interval must lie in [1, max_interval]")
         if not 0.0 <= self.end_guard_fraction < 1.0:
             raise ValueError("heuristic: end_guard_fraction must lie in [0, 1)")
 
@@ -92,7 +95,7 @@ class Heuristic(Decider):
 
     def __init__(self, config: HeuristicConfig | None = None):
         self.config = config or HeuristicConfig()
-        self.interval = 1
+        self.interval = self.config.initial_interval
         self._recent: deque[float] = deque(maxlen=self.config.eval_lag)
         self._before: float | None = None  # mean %-hits before the round being judged
         self._after: list[float] = []

@@ -53,6 +53,7 @@ def summarize(cfg, wc, report, out: Path, *, run_id: str, cluster_mode: str) -> 
         "policy": trainers[0]["policy"],
         "decider": trainers[0]["decider"],
         "buffer_fraction": cfg.options.buffer_fraction,
+        "scenario": cfg.options.scenario,
         "machines": cfg.machines,
         "trainers_per_machine": cfg.trainers,
         "cluster_mode": cluster_mode,

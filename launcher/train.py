@@ -272,6 +272,7 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             trainers_per_machine=cfg.trainers,
             options=cfg.options,
             loopback=loopback,
+            orig_nids=str(pset.root / "orig_nids.npy"),
         )
         run_config = out / "run.json"
         wc.save(run_config)

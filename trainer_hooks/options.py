@@ -27,6 +27,7 @@ from typing import Any
 
 from rudder.decisions import DeciderSpec
 from rudder.trainer_hooks.policies.registry import OFFLINE_POLICIES, PolicySpec
+from rudder.trainer_hooks.scenarios import SCENARIOS
 
 AGENT_PLACES = ("auto", "inproc", "sidecar")
 AGENT_MODES = ("async", "sync")
@@ -53,6 +54,7 @@ class RudderConfig:
     out_dir: str | None = None  # results, metrics and traces go under it (None: nowhere)
     record_trace: bool = False  # write out_dir/trace/rank-R.npz at close
     verify_features: bool = False  # also read every minibatch plainly and compare (debugging)
+    scenario: str = "stationary"  # the workload, as recorded in results and traces
     epochs: int = 0  # planned epochs (0: unknown): the agent's sense of progress
     batch_size: int = 0  # recorded in traces
     fanouts: tuple[int, ...] = ()  # recorded in traces
@@ -74,6 +76,8 @@ class RudderConfig:
             raise ValueError(
                 f"decider {self.decider!r} runs in the agent sidecar: use agent='sidecar'"
             )
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; choose one of {SCENARIOS}")
         if self.candidate_window < 1 or self.epochs < 0:
             raise ValueError("candidate_window must be >= 1 and epochs >= 0")
 

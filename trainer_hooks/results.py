@@ -173,6 +173,7 @@ class TrainerResults:
             "part": feats.facts.part_id,
             "policy": feats.hook.policy.label,
             "decider": feats.decider_name,
+            "scenario": feats.config.scenario,
             "capacity": feats.hook.policy.capacity,
             "remote_node_count": feats.facts.remote_nodes,
             "startup_s": _process_age_s() - (time.perf_counter() - self.created),
@@ -230,7 +231,7 @@ class TrainerResults:
                 epochs=max(len(self.epochs), 1),
                 source="distdgl",
                 timings="measured",
-                extra={"policy": cfg.policy},
+                extra={"policy": cfg.policy, "scenario": cfg.scenario},
             )
             recorder.build(meta, f.prefill_ranking).save(self._path("trace", f"rank-{rank}.npz"))
         return result

@@ -109,6 +109,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="check every minibatch against a plain pull (slow)",
     )
     p.add_argument(
+        "--scenario",
+        choices=("stationary", "locality", "eval", "temporal"),
+        default="stationary",
+        help="the workload (docs/traces.md, Scenarios): stationary (shuffled minibatches), "
+        "locality (proximity-ordered sweep: pair with a random partition), eval (evaluation "
+        "passes every --eval-every epochs), temporal (a time window sliding each epoch; the "
+        "graph needs node times)",
+    )
+    p.add_argument("--eval-every", type=positive_int, default=2, help="eval: epochs per pass")
+    p.add_argument("--window", type=fraction, default=0.3, help="temporal: window width")
+    p.add_argument("--window-step", type=fraction, default=0.1, help="temporal: window step")
+    p.add_argument(
         "--script",
         type=Path,
         help="run this DistDGL training script in every trainer instead of the built-in "
@@ -147,6 +159,10 @@ def run_train(args: argparse.Namespace) -> int:
         candidate_window=args.candidate_window,
         fill_free=args.fill_free,
         admission=args.admission,
+        scenario=args.scenario,
+        eval_every=args.eval_every,
+        window=args.window,
+        window_step=args.window_step,
         overlap=args.overlap,
         verify_features=args.verify_features,
         record_trace=args.record_trace,

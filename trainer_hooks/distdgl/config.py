@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rudder.trainer_hooks.policies.registry import OFFLINE_POLICIES, PolicySpec
+from rudder.trainer_hooks.scenarios import Scenario
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +50,13 @@ class TrainingOptions:
     agent: str = "auto"  # where `rudder` decides: "inproc", "sidecar", or "auto" (sidecar for
     # the agent deciders llm and classifier:PATH, in process for rules)
     agent_mode: str = "async"  # sidecar: "async" (never wait) or "sync" (wait every minibatch)
+    scenario: str = "stationary"  # the workload: stationary, locality, eval, temporal
+    eval_every: int = 2  # eval: an evaluation pass after every this many epochs
+    window: float = 0.3  # temporal: the share of the time range an epoch trains on
+    window_step: float = 0.1  # temporal: how far the window slides per epoch
 
     def __post_init__(self) -> None:
+        _ = self.workload  # checks the scenario and its knobs
         if PolicySpec.parse(self.policy).name in OFFLINE_POLICIES:
             raise ValueError(f"{self.policy} is an offline bound: use it with `rudder replay`")
         if self.epochs < 1 or self.batch_size < 1:
@@ -71,6 +77,16 @@ class TrainingOptions:
             raise ValueError(
                 f"decider {self.decider!r} runs in the agent sidecar: use --agent sidecar"
             )
+
+    @property
+    def workload(self) -> Scenario:
+        """The scenario with its knobs (``trainer_hooks.scenarios``)."""
+        return Scenario(
+            name=self.scenario,
+            eval_every=self.eval_every,
+            window=self.window,
+            window_step=self.window_step,
+        )
 
     @property
     def agent_decider(self) -> bool:
@@ -109,6 +125,7 @@ class WorkerConfig:
     options: TrainingOptions = TrainingOptions()
     dist_timeout_s: float = 300.0
     loopback: bool = False  # all machines on 127.0.0.1 (needs the DGL patches)
+    orig_nids: str = ""  # .npy: the original id of each DistDGL id (the locality key)
 
     def __post_init__(self) -> None:
         if self.num_machines < 1 or self.trainers_per_machine < 1:

@@ -20,6 +20,7 @@ from torch.nn import functional
 
 from rudder.trainer_hooks.buffered import Batch, BufferedFeatures
 from rudder.trainer_hooks.distdgl.config import WorkerConfig
+from rudder.trainer_hooks.scenarios import sweep_order, time_window
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +60,87 @@ def _join_cluster(cfg: WorkerConfig, rank: int, device: torch.device | None):
     return DistGraph(cfg.graph_name, part_config=cfg.part_config)
 
 
-def _loader(cfg: WorkerConfig, g):
-    import dgl
-    from dgl.distributed import node_split
+class Loaders:
+    """The minibatches of each epoch as the run's scenario orders them (``scenarios.py``)."""
 
-    pb = g.get_partition_book()
-    train_nids = _equal_share(node_split(g.ndata["train_mask"], pb, force_even=True))
-    sampler = dgl.dataloading.NeighborSampler(list(cfg.options.fanouts))
-    loader = dgl.dataloading.DistNodeDataLoader(
-        g, train_nids, sampler, batch_size=cfg.options.batch_size, shuffle=True, drop_last=False
-    )
-    return loader, -(-train_nids.shape[0] // cfg.options.batch_size)
+    def __init__(self, cfg: WorkerConfig, g):
+        from dgl.distributed import node_split
+
+        self.cfg, self.g = cfg, g
+        self.scenario = cfg.options.workload
+        pb = g.get_partition_book()
+        self.train_nids = _equal_share(node_split(g.ndata["train_mask"], pb, force_even=True))
+        self.eval_nids = (
+            node_split(g.ndata["val_mask"], pb, force_even=True)
+            if self.scenario.name == "eval"
+            else None
+        )
+        self._position = self._times = None
+        if self.scenario.name == "locality":
+            # The original id is the proximity key of a generated graph (ring position,
+            # community): DistDGL's relabelling keeps it in orig_nids.npy.
+            orig = np.load(cfg.orig_nids, mmap_mode="r", allow_pickle=False)
+            self._position = np.asarray(orig[self.train_nids.numpy()])
+        elif self.scenario.name == "temporal":
+            if "time" not in g.ndata:
+                raise ValueError(
+                    "scenario temporal needs node arrival times (ndata 'time'): generate the "
+                    "graph with `rudder graph generate` (it writes time.npy) and partition again"
+                )
+            self._times = g.ndata["time"][self.train_nids].numpy()
+        self._shuffled = None
+
+    @property
+    def per_epoch(self) -> int:
+        n = self.train_nids.shape[0]
+        if self.scenario.name == "temporal":
+            n = round(n * self.scenario.window)
+        return -(-n // self.cfg.options.batch_size)
+
+    def _loader(self, seeds: torch.Tensor, *, shuffle: bool, batch_size: int):
+        import dgl
+
+        sampler = dgl.dataloading.NeighborSampler(list(self.cfg.options.fanouts))
+        return dgl.dataloading.DistNodeDataLoader(
+            self.g, seeds, sampler, batch_size=batch_size, shuffle=shuffle, drop_last=False
+        )
+
+    def train(self, epoch: int):
+        """The training loader of ``epoch``."""
+        bs, s = self.cfg.options.batch_size, self.scenario
+        if s.shuffled:
+            if self._shuffled is None:  # one shuffling loader for the run, as DGL's examples
+                self._shuffled = self._loader(self.train_nids, shuffle=True, batch_size=bs)
+            return self._shuffled
+        nids = self.train_nids.numpy()
+        if s.name == "locality":
+            seeds = sweep_order(nids, self._position, epoch, self.cfg.options.seed)
+            return self._loader(torch.from_numpy(seeds), shuffle=False, batch_size=bs)
+        seeds = torch.from_numpy(time_window(nids, self._times, epoch, s.window, s.window_step))
+        return self._loader(_equal_share(seeds), shuffle=True, batch_size=bs)
+
+    def evaluation(self):
+        """The evaluation pass's loader (validation nodes, larger batches), or None."""
+        if self.eval_nids is None:
+            return None
+        return self._loader(
+            self.eval_nids, shuffle=False, batch_size=4 * self.cfg.options.batch_size
+        )
 
 
-def _train_epoch(cfg, feats: BufferedFeatures, loader, labels, model, opt, device) -> float:
-    """One epoch through the hook; returns the training accuracy."""
-
+def _labels_then_device(labels, device):
     def prepare(b: Batch) -> None:  # in the look-ahead thread, off the training path
         b.extra = labels[b.item[1]]
         if device is not None:
             b.item = (b.item[0], b.item[1], [blk.to(device) for blk in b.item[2]])
             b.x, b.extra = b.x.to(device), b.extra.to(device)
 
+    return prepare
+
+
+def _train_epoch(cfg, feats: BufferedFeatures, loader, labels, model, opt, device) -> float:
+    """One epoch through the hook; returns the training accuracy."""
+    prepare = _labels_then_device(labels, device)
     correct = seen = 0
     model.train()
     for b in feats.batches(loader, prepare=prepare, overlap=cfg.options.use_overlap):
@@ -93,6 +153,22 @@ def _train_epoch(cfg, feats: BufferedFeatures, loader, labels, model, opt, devic
         b.step["loss"] = float(loss)
         correct += int((logits.argmax(1) == y).sum())
         seen += int(y.shape[0])
+    return correct / max(seen, 1)
+
+
+def _evaluate(cfg, feats: BufferedFeatures, loader, labels, model, device) -> float:
+    """An evaluation pass through the same buffer (no gradients, no DDP); its accuracy."""
+    prepare = _labels_then_device(labels, device)
+    module = model.module  # forward alone: no collective, trainers may differ in pass length
+    module.eval()
+    correct = seen = 0
+    with torch.no_grad():
+        for b in feats.batches(
+            loader, prepare=prepare, overlap=cfg.options.use_overlap, phase="eval"
+        ):
+            logits = module(b.item[2], b.x)
+            correct += int((logits.argmax(1) == b.extra).sum())
+            seen += int(b.extra.shape[0])
     return correct / max(seen, 1)
 
 
@@ -112,7 +188,8 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
     startup_s = time.perf_counter() - t_start
 
     feats = BufferedFeatures.from_graph(g, "feat")  # the run's config, from the environment
-    loader, per_epoch = _loader(cfg, g)
+    loaders = Loaders(cfg, g)
+    per_epoch = loaders.per_epoch
     feats.plan_run(per_epoch)
     model = GraphSAGE(
         cfg.feat_dim, cfg.options.hidden, cfg.num_classes, num_layers=len(cfg.options.fanouts)
@@ -132,9 +209,13 @@ def train(cfg: WorkerConfig, rank: int) -> dict:
         feats.hook.policy.capacity,
         startup_s,
     )
-    for _ in range(cfg.options.epochs):
-        acc = _train_epoch(cfg, feats, loader, g.ndata["label"], model, opt, device)
+    for epoch in range(cfg.options.epochs):
+        labels = g.ndata["label"]
+        acc = _train_epoch(cfg, feats, loaders.train(epoch), labels, model, opt, device)
         feats.results.epochs[-1]["train_acc"] = acc
+        if loaders.scenario.evaluates_after(epoch):
+            acc = _evaluate(cfg, feats, loaders.evaluation(), labels, model, device)
+            feats.results.epochs[-1]["eval_acc"] = acc
 
     steps = feats.results.steps
     result = feats.close(  # says bye to the agent; writes results, metrics, trace

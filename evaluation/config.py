@@ -1,10 +1,12 @@
 """What ``rudder bench`` runs, as one typed config: the default matrix, ``--quick``, or TOML.
 
-A config names the generated graph, the training every run shares, and *groups*: small
-factorial blocks (variants x buffers x machines x links x agent modes x repeats) whose union,
-without duplicates, is the matrix. The default matrix is the paper's comparison cut to what a
-2-core machine finishes in about 40 minutes; ``--quick`` is a 3-minute smoke version. A TOML
-file overrides either, key by key (``[[groups]]`` replaces the list); unknown keys are errors.
+A config names the generated graphs (the main one, and the drift graph of ``[drift_data]``),
+the training every run shares, and *groups*: small factorial blocks (scenarios x variants x
+buffers x machines x links x agent modes x repeats) on one of the graphs, whose union, without
+duplicates, is the matrix. The default matrix is the paper's comparison cut to what a
+2-core machine finishes in about 40 minutes, plus the drift study (about 50 more); ``--quick``
+is a 4-minute smoke version. A TOML file overrides either, key by key (``[[groups]]`` replaces
+the list); unknown keys are errors.
 See docs/bench.md for every key.
 """
 
@@ -21,6 +23,7 @@ from rudder.evaluation.variants import Variant
 from rudder.graphs.features import DatasetSpec
 from rudder.graphs.synthetic import GraphSpec
 from rudder.llm.defaults import DEFAULT_LLM_URL
+from rudder.trainer_hooks.scenarios import SCENARIOS, Scenario
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,6 +31,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 MODES = ("async", "sync")
+DATASETS = ("main", "drift")  # main: [dataset] cut by METIS; drift: [drift_data]
+PARTITION_METHODS = ("metis", "random")  # rudder.graphs.dgl_convert.PART_METHODS
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -75,7 +80,12 @@ class ClassifierSpec:
 @with_config(_STRICT)
 @dataclass(kw_only=True, frozen=True)
 class Group:
-    """One factorial block of the matrix."""
+    """One factorial block of the matrix.
+
+    ``dataset`` is the graph its runs train on ("main": ``[dataset]``, "drift":
+    ``[drift_data]``); ``scenarios`` the workloads (``rudder train --scenario``), each with the
+    group's knobs ``eval_every`` (eval), ``window`` and ``window_step`` (temporal).
+    """
 
     name: str
     variants: tuple[str, ...]
@@ -85,10 +95,29 @@ class Group:
     modes: tuple[str, ...] = ("async",)  # for agent deciders (llm, classifiers)
     repeats: int = 1
     epochs: int | None = None  # default: [train] epochs
+    dataset: str = "main"
+    scenarios: tuple[str, ...] = ("stationary",)
+    eval_every: int = 2
+    window: float = 0.3
+    window_step: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.name or not self.variants:
             raise ValueError("a group needs a name and at least one variant")
+        if self.dataset not in DATASETS:
+            raise ValueError(
+                f"group {self.name}: dataset must be one of {', '.join(DATASETS)}, "
+                f"got {self.dataset!r}"
+            )
+        if not self.scenarios:
+            raise ValueError(f"group {self.name}: scenarios must name at least one scenario")
+        for sc in self.scenarios:
+            if sc not in SCENARIOS:
+                raise ValueError(
+                    f"group {self.name}: scenarios: unknown scenario {sc!r}; choose from "
+                    f"{', '.join(SCENARIOS)}"
+                )
+        self.workloads()  # checks the knobs
         for v in self.variants:
             Variant.parse(v)
         if not self.buffers or any(not 0.0 < b <= 1.0 for b in self.buffers):
@@ -99,6 +128,21 @@ class Group:
             raise ValueError(f"group {self.name}: bandwidths and modes ({MODES}) must be set")
         if self.repeats < 1 or (self.epochs is not None and self.epochs < 1):
             raise ValueError(f"group {self.name}: repeats and epochs must be >= 1")
+
+    def workloads(self) -> list[Scenario]:
+        """Each scenario with the knobs that apply to it (the others at their defaults)."""
+        out = []
+        for sc in self.scenarios:
+            knobs: dict = {}
+            if sc == "eval":
+                knobs["eval_every"] = self.eval_every
+            if sc == "temporal":
+                knobs.update(window=self.window, window_step=self.window_step)
+            try:
+                out.append(Scenario(name=sc, **knobs))
+            except ValueError as e:
+                raise ValueError(f"group {self.name}: {e}") from None
+        return out
 
 
 @with_config(_STRICT)
@@ -157,6 +201,43 @@ class OODSpec:
 
 @with_config(_STRICT)
 @dataclass(kw_only=True, frozen=True)
+class DriftDataSpec:
+    """The graph of the groups with ``dataset = "drift"``: one whose access can drift.
+
+    Drift reaches a trainer's buffer only when the graph's locality crosses partitions: a
+    ``ring`` graph (neighbours are near in id) cut at *random* (every partition holds nodes all
+    around the ring), trained in locality- or time-ordered minibatches. The main graph (DC-SBM
+    communities kept whole by METIS) has none of that. ``window`` is the drift measure's
+    look-back in minibatches (``rudder.trainer_hooks.drift``).
+    """
+
+    dataset: DatasetSpec = field(
+        default_factory=lambda: DatasetSpec(
+            graph=GraphSpec(nodes=30_000, avg_degree=15.0, communities=16, family="ring", seed=3),
+            feat_dim=32,
+            classes=8,
+            # dense seeds: a locality-ordered minibatch of 100 spans a short arc of the ring
+            # (at 0.1 it spans twice as much and best-static gets within 1.5x of belady)
+            train_fraction=0.3,
+            val_fraction=0.15,  # eval: passes of a few minibatches
+        )
+    )
+    partition: str = "random"
+    batch_size: int = 100
+    window: int = 8
+
+    def __post_init__(self) -> None:
+        if self.partition not in PARTITION_METHODS:
+            raise ValueError(
+                f"drift_data: partition must be one of {', '.join(PARTITION_METHODS)}, "
+                f"got {self.partition!r}"
+            )
+        if self.batch_size < 1 or self.window < 1:
+            raise ValueError("drift_data: batch_size and window must be >= 1")
+
+
+@with_config(_STRICT)
+@dataclass(kw_only=True, frozen=True)
 class BenchConfig:
     """Everything one `rudder bench` run does."""
 
@@ -172,6 +253,7 @@ class BenchConfig:
     llm: LLMSpec = field(default_factory=LLMSpec)
     classifiers: ClassifierSpec = field(default_factory=ClassifierSpec)
     groups: tuple[Group, ...] = ()
+    drift_data: DriftDataSpec = field(default_factory=DriftDataSpec)
     replay: ReplaySpec = field(default_factory=ReplaySpec)
     sweep: SweepSpec = field(default_factory=SweepSpec)
     ood: OODSpec = field(default_factory=OODSpec)
@@ -205,6 +287,17 @@ _ALL_DECIDERS = (
     "rudder:mlp",
 )
 
+# The drift study's variants: the rules that bracket a decider (always, never) beside the rest.
+_DRIFT_VARIANTS = (
+    "none",
+    "static",
+    "fixed",
+    "periodic",
+    "rudder:always",
+    "rudder:never",
+    *_ALL_DECIDERS,
+)
+
 DEFAULT = BenchConfig(
     groups=(
         # The paper's comparison: every variant at both buffer sizes, 2 machines, 1 Gbit/s.
@@ -234,6 +327,15 @@ DEFAULT = BenchConfig(
             modes=("async", "sync"),
             epochs=3,
         ),
+        # Workloads that drift, on the drift graph: when to replace matters here.
+        Group(
+            name="drift",
+            dataset="drift",
+            scenarios=("locality", "eval", "temporal"),
+            variants=_DRIFT_VARIANTS,
+            buffers=(0.05, 0.25),
+            epochs=10,
+        ),
     ),
 )
 
@@ -250,6 +352,12 @@ QUICK = BenchConfig(
         Group(
             name="quick",
             variants=("none", "fixed", "rudder:heuristic", "rudder:lr", "rudder:llm"),
+        ),
+        Group(
+            name="drift",
+            dataset="drift",
+            scenarios=("locality",),
+            variants=("none", "static", "rudder:always", "rudder:heuristic"),
         ),
     ),
     sweep=SweepSpec(buffers=(0.05, 0.25, 0.5), policies=("fixed", "rudder", "belady")),

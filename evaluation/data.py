@@ -43,17 +43,19 @@ def graph(spec: DatasetSpec, out: Path) -> Path:
     return out
 
 
-def partitions(graph_dir: Path, parts: int, out: Path) -> Path:
-    """``graph_dir`` cut into ``parts`` DistDGL partitions in ``out``."""
+def partitions(graph_dir: Path, parts: int, out: Path, method: str = "metis") -> Path:
+    """``graph_dir`` cut into ``parts`` DistDGL partitions in ``out`` (METIS, or at random)."""
     from rudder.graphs.partitioned import partition
     from rudder.graphs.store import load_graph
 
-    key = {"graph": json.loads((graph_dir / MARKER).read_text()), "parts": parts}
+    key: dict = {"graph": json.loads((graph_dir / MARKER).read_text()), "parts": parts}
+    if method != "metis":  # METIS partitions made before there was a choice stay valid
+        key["method"] = method
     if _fresh(out, key):
         return out
     if out.exists():
         shutil.rmtree(out)
-    log.info("partitioning %s into %d parts -> %s", graph_dir, parts, out)
-    partition(load_graph(graph_dir), out, parts=parts)
+    log.info("partitioning %s into %d parts (%s) -> %s", graph_dir, parts, method, out)
+    partition(load_graph(graph_dir), out, parts=parts, method=method)
     _mark(out, key)
     return out

@@ -1,9 +1,9 @@
 """The matrix: a config's groups expanded into distinct training runs, in the order they run.
 
 Axes that do not apply collapse: `none` has no buffer, rule deciders have no sync/async mode,
-and an unshaped link is the same with or without shaping support. A run that several groups
-share runs once and counts for each. The `none` runs come first: the classifiers learn from
-the first one's traces before any classifier variant trains.
+scenario knobs apply to their scenario alone, and an unshaped link is the same with or without
+shaping support. A run that several groups share runs once and counts for each. The `none`
+runs come first: the classifiers learn from their traces before any classifier variant trains.
 """
 
 from __future__ import annotations
@@ -12,23 +12,58 @@ from dataclasses import dataclass, field
 
 from rudder.evaluation.config import BenchConfig
 from rudder.evaluation.variants import Variant
+from rudder.trainer_hooks.scenarios import Scenario
+
+STATIONARY = Scenario()
+_KNOBS = Scenario()  # the knobs' defaults
+
+
+def workload_slug(s: Scenario) -> str:
+    """A scenario as a name part: its name, with its knobs when they are not the defaults."""
+    if s.name == "eval" and s.eval_every != _KNOBS.eval_every:
+        return f"eval{s.eval_every}"
+    if s.name == "temporal" and (s.window, s.window_step) != (_KNOBS.window, _KNOBS.window_step):
+        return f"temporal-w{s.window:g}-s{s.window_step:g}"
+    return s.name
+
+
+def workload_knobs(s: Scenario) -> dict:
+    """The knobs that apply to ``s`` (`rudder train --eval-every / --window / --window-step`)."""
+    if s.name == "eval":
+        return {"eval_every": s.eval_every}
+    if s.name == "temporal":
+        return {"window": s.window, "window_step": s.window_step}
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """What the runs of one comparison share: machines, link, epochs."""
+    """What the runs of one comparison share: machines, link, epochs, graph and workload."""
 
     machines: int
     bandwidth: str | None  # None: unshaped
     epochs: int
+    dataset: str = "main"  # "main" or "drift" (config.DATASETS)
+    workload: Scenario = STATIONARY
+
+    @property
+    def drifts(self) -> bool:
+        """Not the main graph's stationary workload: a run of the drift study."""
+        return self.dataset != "main" or self.workload.name != "stationary"
 
     @property
     def label(self) -> str:
-        return f"{self.machines} machines, {self.bandwidth or 'unshaped'}, {self.epochs} epochs"
+        text = f"{self.machines} machines, {self.bandwidth or 'unshaped'}, {self.epochs} epochs"
+        if self.drifts:
+            text = f"{self.dataset} graph, {workload_slug(self.workload)}: " + text
+        return text
 
     @property
     def slug(self) -> str:
-        return f"m{self.machines}-{self.bandwidth or 'unshaped'}-e{self.epochs}"
+        text = f"m{self.machines}-{self.bandwidth or 'unshaped'}-e{self.epochs}"
+        if self.drifts:
+            text = f"{self.dataset}-{workload_slug(self.workload)}-" + text
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +96,12 @@ class Run:
             "machines": self.setting.machines,
             "bandwidth": self.setting.bandwidth,
             "epochs": self.setting.epochs,
+            "dataset": self.setting.dataset,
+            "scenario": workload_slug(self.setting.workload),
+            "workload": {
+                "name": self.setting.workload.name,
+                **workload_knobs(self.setting.workload),
+            },
             "buffer": self.buffer,
             "mode": self.mode,
             "repeat": self.repeat,
@@ -83,18 +124,20 @@ def expand(cfg: BenchConfig, *, shaping: bool = True) -> list[Run]:
     runs: dict[Run, list[str]] = {}
     for g in cfg.groups:
         epochs = g.epochs or cfg.train.epochs
-        for text in g.variants:
-            v = Variant.parse(text)
-            for machines in g.machines:
-                for bw in g.bandwidths:
-                    setting = Setting(machines, _bandwidth(bw, shaping), epochs)
-                    for buffer in g.buffers if v.buffered else (None,):
-                        for mode in g.modes if v.is_agent else (None,):
-                            for r in range(g.repeats):
-                                run = Run(v, setting, buffer, mode, r)
-                                names = runs.setdefault(run, [])
-                                if g.name not in names:
-                                    names.append(g.name)
+        for workload in g.workloads():
+            for text in g.variants:
+                v = Variant.parse(text)
+                for machines in g.machines:
+                    for bw in g.bandwidths:
+                        bandwidth = _bandwidth(bw, shaping)
+                        setting = Setting(machines, bandwidth, epochs, g.dataset, workload)
+                        for buffer in g.buffers if v.buffered else (None,):
+                            for mode in g.modes if v.is_agent else (None,):
+                                for r in range(g.repeats):
+                                    run = Run(v, setting, buffer, mode, r)
+                                    names = runs.setdefault(run, [])
+                                    if g.name not in names:
+                                        names.append(g.name)
     out = [Run(r.variant, r.setting, r.buffer, r.mode, r.repeat, tuple(n)) for r, n in runs.items()]
     return sorted(out, key=lambda r: r.variant.buffered)  # stable: `none` first
 

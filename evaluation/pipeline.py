@@ -1,12 +1,15 @@
 """``rudder bench``, start to end: inputs, the matrix, the studies, ``results.json``.
 
 One loop over the matrix, each run a real DistDGL training (``rudder train``) followed by
-replays of its traces. The first `none` run is the *reference*: its traces teach the
-classifiers (before the first classifier variant trains) and feed the buffer-size sweep. The
-out-of-distribution check trains two more `none` runs (the bench graph again, and another
-graph) and replays the deciders over their traces. ``results.json`` is rewritten after every
-step, so an interrupted bench leaves everything it finished; run it again on the same
-directory and finished runs are reused (``fresh=True`` redoes them).
+replays of its traces. The first `none` run on the main graph's stationary workload is the
+*reference*: its traces teach the classifiers (before the first classifier variant trains) and
+feed the buffer-size sweep. The drift study's `none` runs (the drift graph, the scenarios) are
+*drift references*: their traces teach the classifiers too, and every run of the drift study
+keeps the drift measure of its traces. The out-of-distribution check trains two more `none`
+runs (the bench graph again, and another graph) and replays the deciders over their traces.
+``results.json`` is rewritten after every step, so an interrupted bench leaves everything it
+finished; run it again on the same directory and finished runs are reused (``fresh=True``
+redoes them).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 from rudder.evaluation import data
 from rudder.evaluation.classifiers import teach, train_all
 from rudder.evaluation.config import BenchConfig
-from rudder.evaluation.matrix import Run, Setting, buffers_of, expand
+from rudder.evaluation.matrix import Run, Setting, buffers_of, expand, workload_knobs
 from rudder.evaluation.replays import load_all, replay_all
 from rudder.evaluation.runs import TrainSetup, execute, finished
 from rudder.evaluation.variants import CLASSIFIER_KINDS, Variant, is_llm
@@ -65,6 +68,9 @@ class Layout:
         return self.root / "data" / f"{name}-parts{machines}"
 
 
+DRIFT_GRAPH = "drift-graph"  # the drift graph's directory under data/ (the main one: "graph")
+
+
 def machine_info() -> dict:
     """The machine the numbers come from."""
     import psutil
@@ -90,22 +96,42 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def fingerprint(cfg: BenchConfig, variant: Variant | None = None, **extra: object) -> str:
+def fingerprint(
+    cfg: BenchConfig,
+    variant: Variant | None = None,
+    setting: Setting | None = None,
+    **extra: object,
+) -> str:
     """What a finished run's numbers depend on besides its own axes.
 
     The data, the training and the replayed policies for every run; the LLM settings only for
-    runs the LLM decides, the classifier settings only for runs a bench classifier decides
-    (so trying another prompt redoes the LLM runs alone); ``extra``: what else a run depends on.
+    runs the LLM decides, the classifier settings (and the drift references they also learn
+    from) only for runs a bench classifier decides (so trying another prompt redoes the LLM
+    runs alone); ``setting``'s graph and scenario (the drift graph replaces the main one);
+    ``extra``: what else a run depends on.
     """
     d = cfg.to_dict()
     key = {k: d[k] for k in ("dataset", "train")}
     key["replay"] = d["replay"]["policies"]
+    if setting is not None and setting.dataset == "drift":
+        key["dataset"] = d["drift_data"]
+    if setting is not None and setting.drifts:  # main stationary runs keep their old key
+        key["data"] = setting.dataset
+        key["scenario"] = {"name": setting.workload.name, **workload_knobs(setting.workload)}
     if variant is not None and variant.is_llm:
         key["llm"] = d["llm"]
     if variant is None or variant.classifier_kind:
         key["classifiers"] = d["classifiers"]
+        refs = sorted({r.setting.slug for r in expand(cfg) if _drift_reference(r)})
+        if refs:
+            key["drift_references"] = {"data": d["drift_data"], "settings": refs}
     key.update(extra)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _drift_reference(run: Run) -> bool:
+    """A `none` run of the drift study that the classifiers learn from."""
+    return not run.variant.buffered and run.setting.drifts and run.repeat == 0
 
 
 def _uses_llm(cfg: BenchConfig, runs: list[Run]) -> bool:
@@ -154,7 +180,13 @@ class Bench:
             "sweep": None,
             "ood": None,
         }
-        self.reference: Run | None = next((r for r in self.runs if not r.variant.buffered), None)
+        nones = [r for r in self.runs if not r.variant.buffered]
+        self.reference: Run | None = next(
+            (r for r in nones if not r.setting.drifts), nones[0] if nones else None
+        )
+        self.drift_references = [
+            r for r in self.runs if _drift_reference(r) and r != self.reference
+        ]
 
     @property
     def steps(self) -> int:
@@ -167,9 +199,18 @@ class Bench:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def partitions(self, name: str, spec, machines: int) -> Path:
+    def partitions(self, name: str, spec, machines: int, method: str = "metis") -> Path:
         graph = data.graph(spec, self.layout.graph(name))
-        return data.partitions(graph, machines, self.layout.parts(name, machines))
+        return data.partitions(graph, machines, self.layout.parts(name, machines), method)
+
+    def inputs(self, setting: Setting) -> tuple[Path, int]:
+        """The partitions a setting's runs train on, and their batch size."""
+        if setting.dataset == "drift":
+            d = self.cfg.drift_data
+            parts = self.partitions(DRIFT_GRAPH, d.dataset, setting.machines, d.partition)
+            return parts, d.batch_size
+        parts = self.partitions("graph", self.cfg.dataset, setting.machines)
+        return parts, self.cfg.train.batch_size
 
     def setup(self, partitions: Path, out: Path, **changes) -> TrainSetup:
         t, llm = self.cfg.train, self.cfg.llm
@@ -198,27 +239,34 @@ class Bench:
 
     def run_one(self, run: Run) -> dict:
         out = self.layout.runs / run.id
-        keep = run == self.reference or self.cfg.replay.keep_traces
-        fp = fingerprint(self.cfg, run.variant)
+        references = run == self.reference or run in self.drift_references
+        keep = references or self.cfg.replay.keep_traces
+        fp = fingerprint(self.cfg, run.variant, run.setting)
         if not self.fresh:
             rec = finished(run, out, fp)
             if rec and (not keep or (out / "trace").is_dir()):
                 return {**rec, "reused": True}
-        parts = self.partitions("graph", self.cfg.dataset, run.setting.machines)
+        parts, batch_size = self.inputs(run.setting)
         fractions = (
             [run.buffer] if run.buffer is not None else buffers_of(self.runs, run.setting) or [0.25]
         )
+        measured = run.setting.drifts or run == self.reference  # the reference: for contrast
         return execute(
             run,
-            self.setup(parts, out),
+            self.setup(parts, out, batch_size=batch_size),
             fractions=fractions,
             policies=self.cfg.replay.policies,
             keep_trace=keep,
             fingerprint=fp,
+            drift_window=self.cfg.drift_data.window if measured else None,
         )
 
     def train_classifiers(self) -> dict:
-        """Teach the bench's classifiers from the reference run's traces (reused if current)."""
+        """Teach the bench's classifiers from the reference runs' traces (reused if current).
+
+        The main reference's traces at every buffer size of the matrix, and each drift
+        reference's at the buffer sizes of its setting: the classifiers see drifting workloads.
+        """
         kinds = sorted({v.classifier_kind for v in self.cfg.variants() if v.classifier_kind})
         if self.cfg.ood.enabled:
             kinds = sorted(set(kinds) | {d for d in self.cfg.ood.deciders if d in CLASSIFIER_KINDS})
@@ -227,8 +275,11 @@ class Bench:
         ref = self._reference_traces()
         if ref is None:
             return {"skipped": "classifiers learn from a `none` run's traces: add `none`"}
+        drift = [(r, p) for r in self.drift_references if (p := self._traces_of(r)) is not None]
         marker = self.layout.classifiers / "training.json"
         key = {"fingerprint": fingerprint(self.cfg), "kinds": kinds, "reference": self.reference.id}
+        if drift:
+            key["drift_references"] = [r.id for r, _ in drift]
         if not self.fresh and marker.is_file():
             done = json.loads(marker.read_text())
             if done.get("key") == key and all(
@@ -236,12 +287,12 @@ class Bench:
             ):
                 return done["reports"]
         fractions = sorted({r.buffer for r in self.runs if r.buffer is not None}) or [0.25]
-        metrics = teach(
-            load_all(ref),
-            fractions,
-            self.cfg.classifiers.teachers,
-            self.layout.classifiers / "metrics",
-        )
+        teachers, where = self.cfg.classifiers.teachers, self.layout.classifiers / "metrics"
+        metrics = teach(load_all(ref), fractions, teachers, where)
+        for run, path in drift:
+            self.emit(f"classifiers: teaching from {run.id}")
+            sizes = buffers_of(self.runs, run.setting) or fractions
+            metrics += teach(load_all(path), sizes, teachers, where / run.id)
         try:
             reports = train_all(kinds, metrics, self.cfg.classifiers, self.layout.classifiers)
         except ValueError as e:  # e.g. too few labelled rounds in a short reference run
@@ -251,9 +302,10 @@ class Bench:
         return reports
 
     def _reference_traces(self) -> Path | None:
-        if self.reference is None:
-            return None
-        path = self.layout.runs / self.reference.id / "trace"
+        return None if self.reference is None else self._traces_of(self.reference)
+
+    def _traces_of(self, run: Run) -> Path | None:
+        path = self.layout.runs / run.id / "trace"
         return path if path.is_dir() else None
 
     # -- studies -----------------------------------------------------------------------------
@@ -375,4 +427,8 @@ def describe(rec: dict) -> str:
     )
     if s.get("decisions"):
         line += f", {s['decisions']} decisions"
+    drift = (rec.get("drift") or {}).get("by_buffer") or {}
+    if drift and not r["buffer"]:
+        d = next(iter(drift.values()))
+        line += f", drift measure: {d['verdict']} (gap {d['gap']:.2f})"
     return line + f" ({rec['wall_s']:.0f} s)"

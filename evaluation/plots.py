@@ -37,7 +37,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _metrics(run_dir: Path, rank: int = 0) -> list[Metrics]:
+def run_metrics(run_dir: Path, rank: int = 0) -> list[Metrics]:
     """A run's metrics trace of trainer ``rank``; [] (nothing to draw) if it has none."""
     path = run_dir / "trainers" / f"metrics-rank-{rank}.jsonl"
     if not path.is_file():
@@ -73,7 +73,7 @@ def trajectory(records: list[dict], runs_dir: Path, path: Path) -> Path | None:
     fig, axes = plt.subplots(len(shown), 1, figsize=(9, 2.6 * len(shown)), sharex=True)
     axes = [axes] if len(shown) == 1 else axes
     for ax, run in zip(axes, shown, strict=True):
-        ms = _metrics(runs_dir / run["id"])
+        ms = run_metrics(runs_dir / run["id"])
         if not ms:
             continue
         x = [m.minibatch for m in ms]

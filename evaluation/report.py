@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rudder.evaluation import plots
-from rudder.evaluation.tables import BlockKey, Row, blocks, replayed
+from rudder.evaluation.drift_plots import HitsPanel, plot_hits, plot_overlap_profile
+from rudder.evaluation.replays import fraction_key
+from rudder.evaluation.tables import BlockKey, Row, blocks, in_block, replayed
 from rudder.evaluation.targets import check
+from rudder.trainer_hooks.scenarios import SCENARIOS
 
 REPLAYED = ("lru", "lfu", "s3fifo", "best-static", "belady", "infinite")
 
@@ -269,6 +272,192 @@ def _sweep(sweep: dict | None) -> str:
     )
 
 
+def _drift_measure(rec: dict, buffer: float) -> dict | None:
+    return ((rec.get("drift") or {}).get("by_buffer") or {}).get(fraction_key(buffer))
+
+
+def _measure_line(records: list[dict], key: BlockKey) -> str:
+    """The drift measure of the block's `none` run (else of its first run that has one)."""
+    recs = [r for r in records if r.get("ok") and in_block(r["run"], key)]
+    recs.sort(key=lambda r: r["run"]["buffer"] is not None)
+    rec = next((r for r in recs if _drift_measure(r, key.buffer)), None)
+    if rec is None:
+        return "No drift measure (the block's runs kept none)."
+    d, w = _drift_measure(rec, key.buffer), rec["drift"]["window"]
+    lags = ", ".join(f"{k}: {v:.3f}" for k, v in d["lag_overlaps"].items() if v is not None)
+    bursts = d["bursts"]
+    burst_text = (
+        f"{len(bursts)} burst(s), the longest {max(b['length'] for b in bursts)} minibatches"
+        if bursts
+        else "no bursts"
+    )
+    return (
+        f"Drift measure (trainer 0 of `{rec['run']['id']}`, {d['minibatches']} minibatches, "
+        f"window {w}): **{d['verdict']}** ({d['reason']}); best-static / belady gap "
+        f"**{d['gap']:.2f}** ({d['best_static_rows']:,} vs {d['belady_rows']:,} rows, "
+        f"{d['capacity']:,} slots); lag overlaps {lags}; {burst_text}."
+    )
+
+
+def _drift_table(rows: list[Row], records: list[dict], key: BlockKey) -> str:
+    out = [
+        [
+            r.label,
+            f"{r.rows_per_epoch:,.0f}",
+            r.rows_vs_none_all,
+            r.rows_vs_best_static,
+            r.rows_vs_belady,
+            f"{r.hit_pct:.1f}",
+            r.epoch_s,
+            f"{r.decisions:.0f}",
+            _cell(r.replace_pct, ".0f"),
+        ]
+        for r in rows
+    ]
+    rep = replayed(records, key, ("best-static", "belady"))
+    for p, v in rep.items():  # the bounds, replayed on the block's traces
+        out.append(
+            [
+                f"*{p}* (offline, replayed)",
+                "-",
+                v["rows_vs_none"],
+                v["rows_vs_none"] / rep["best-static"]["rows_vs_none"]
+                if "best-static" in rep
+                else None,
+                v["rows_vs_none"] / rep["belady"]["rows_vs_none"] if "belady" in rep else None,
+                f"{v['hit_pct']:.1f}",
+                None,
+                None,
+                None,
+            ]
+        )
+    return table(
+        [
+            "variant",
+            "rows/epoch",
+            "rows vs none",
+            "vs best-static",
+            "vs belady",
+            "%-hits",
+            "epoch s",
+            "decisions",
+            "replace %",
+        ],
+        out,
+    )
+
+
+def _drift_order(key: BlockKey) -> tuple:
+    name = key.scenario.split("-")[0].rstrip("0123456789")
+    rank = SCENARIOS.index(name) if name in SCENARIOS else len(SCENARIOS)
+    return (key.dataset, rank, key.scenario, key.machines, key.bandwidth, key.epochs, key.buffer)
+
+
+def _hits_panels(rows: list[Row], records: list[dict], runs_dir: Path) -> list[HitsPanel]:
+    by_id = {r["run"]["id"]: r for r in records}
+    panels = []
+    for row in rows:
+        if row.variant == "none":  # nothing is ever a hit
+            continue
+        rec = by_id[row.ids[0]]
+        spans = (rec.get("drift") or {}).get("eval_spans") or ()
+        panels.append(HitsPanel(row.label, plots.run_metrics(runs_dir / row.ids[0]), spans))
+    return panels
+
+
+def _overlap_profiles(records: list[dict]) -> tuple[dict, int | None]:
+    """The overlap profile of each workload's `none` run (repeat 0), the main reference's too."""
+    profiles: dict[str, list] = {}
+    window = None
+    for r in records:
+        run, d = r["run"], r.get("drift") or {}
+        if not r.get("ok") or run["buffer"] is not None or not d.get("overlap_profile"):
+            continue
+        ds, sc = run.get("dataset", "main"), run.get("scenario", "stationary")
+        label = f"{ds} graph, {sc}" + (" (reference)" if ds == "main" else "")
+        if label not in profiles:
+            profiles[label] = [float("nan") if v is None else v for v in d["overlap_profile"]]
+            window = window or d.get("window")
+    return profiles, window
+
+
+def _drift(results: dict, records: list[dict], blks: dict, root: Path) -> list[str]:
+    """The Drift section: per workload and buffer size, every variant beside the bounds."""
+    keys = sorted((k for k in blks if k.drifts), key=_drift_order)
+    if not keys:
+        return [
+            'No run of this bench has a drifting workload (a group with `dataset = "drift"` '
+            "or a scenario other than stationary).",
+            "",
+        ]
+    out = []
+    dd = results["config"].get("drift_data")
+    if dd:
+        g = dd["dataset"]["graph"]
+        out += [
+            f"The drift graph: a {g['nodes']:,}-node `{g['family']}` graph (average degree "
+            f"{g['avg_degree']:g}, locality scale {g.get('locality_scale', 0):g}), "
+            f"{dd['dataset']['feat_dim']} features, train fraction "
+            f"{dd['dataset']['train_fraction']:g}, cut into partitions by `{dd['partition']}`, "
+            f"batch {dd['batch_size']}. Its locality crosses partitions, so locality-ordered or "
+            "time-windowed minibatches move the rows worth buffering (docs/traces.md, "
+            '"Scenarios").',
+            "",
+        ]
+    out += [
+        "`rows vs none`, `vs best-static` and `vs belady` divide a run's rows (all epochs, "
+        "summed over trainers) by those of the policy replayed on the run's own traces; "
+        "`rows/epoch` and `epoch s` are the live run's (the last 80% of epochs). The offline "
+        "rows are the bounds replayed on the block's traces. %-hits plots: trainer 0, "
+        "evaluation minibatches shaded, replacement rounds as red ticks.",
+        "",
+    ]
+    ref = next(
+        (
+            r
+            for r in records
+            if r.get("ok") and r["run"].get("dataset", "main") == "main" and r.get("drift")
+        ),
+        None,
+    )
+    if ref is not None:
+        d = next(iter(ref["drift"]["by_buffer"].values()), None)
+        if d:
+            out += [
+                f"For contrast, the main graph's reference run `{ref['run']['id']}` at buffer "
+                f"{d['buffer_fraction']:.0%}: **{d['verdict']}**, gap {d['gap']:.2f}.",
+                "",
+            ]
+    profiles, window = _overlap_profiles(records)
+    drawn = plot_overlap_profile(
+        profiles,
+        root / "plots" / "drift_overlap.png",
+        window=window,
+        smooth=5,
+        title="overlap profile of each workload's `none` run (trainer 0)",
+    )
+    if drawn:
+        out += [f"![overlap profiles](plots/{drawn.name})", ""]
+    for key in keys:
+        rows = blks[key]
+        out += [
+            f"### {key.label}",
+            "",
+            _measure_line(records, key),
+            "",
+            _drift_table(rows, records, key),
+            "",
+        ]
+        fig = plot_hits(
+            _hits_panels(rows, records, root / "runs"),
+            root / "plots" / f"drift-hits-{key.slug}.png",
+            title=f"%-hits over minibatches: {key.label}",
+        )
+        if fig:
+            out += [f"![%-hits over minibatches, {key.label}](plots/{fig.name})", ""]
+    return out
+
+
 def _failures(records: list[dict]) -> str:
     bad = [r for r in records if not r.get("ok")]
     if not bad:
@@ -281,16 +470,36 @@ def _failures(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _drifts(run: dict) -> bool:
+    return run.get("dataset", "main") != "main" or run.get("scenario", "stationary") != (
+        "stationary"
+    )
+
+
+def _drift_graph_line(cfg: dict, records: list[dict]) -> list[str]:
+    dd = cfg.get("drift_data")
+    if not dd or not any(r["run"].get("dataset") == "drift" for r in records):
+        return []
+    g = dd["dataset"]["graph"]
+    return [
+        f"- drift graph: {g['nodes']:,} nodes ({g['family']}), average degree "
+        f"{g['avg_degree']:g}, {dd['dataset']['feat_dim']} features; {dd['partition']} "
+        f"partition, batch {dd['batch_size']}"
+    ]
+
+
 def write(root: Path) -> Path:
     """Render ``root/REPORT.md`` and ``root/plots/*.png`` from ``root/results.json``."""
     results = json.loads((root / "results.json").read_text())
     records = results["runs"]
-    blks = blocks(records)
+    all_blocks = blocks(records)
+    blks = {k: v for k, v in all_blocks.items() if not k.drifts}  # side by side
+    main = [r for r in records if not _drifts(r["run"])]
     cfg, m = results["config"], results["machine"]
     figs = root / "plots"
     bounds = {key: replayed(records, key, ("none", "best-static", "belady")) for key in blks}
     drawn = {
-        "trajectory": plots.trajectory(records, root / "runs", figs / "trajectory.png"),
+        "trajectory": plots.trajectory(main, root / "runs", figs / "trajectory.png"),
         "epoch_time": plots.per_block(blks, figs / "epoch_time.png", "epoch"),
         "communication": plots.per_block(blks, figs / "communication.png", "rows", bounds),
         "buffer_sweep": plots.sweep(results.get("sweep"), figs / "buffer_sweep.png"),
@@ -319,6 +528,7 @@ def write(root: Path) -> Path:
         f"{cfg['dataset']['graph']['avg_degree']:g}, {cfg['dataset']['feat_dim']} features; "
         f"batch {cfg['train']['batch_size']}, fanouts {cfg['train']['fanouts']}, "
         f"{cfg['train']['trainers']} trainer(s) per machine",
+        *_drift_graph_line(cfg, records),
         f"- LLM: {cfg['llm']['model'] or 'the default model'}, prompt "
         f"{cfg['llm']['prompt'] or 'the default'}, at {cfg['llm']['url']}",
         "",
@@ -330,13 +540,15 @@ def write(root: Path) -> Path:
         "",
         "## Targets",
         "",
-        _targets(check(blks, records)),
+        _targets(check(all_blocks, records)),
         "",
         "## Side by side",
         "",
         fig("epoch_time", "epoch time per variant"),
         fig("communication", "rows fetched per variant, relative to none"),
     ]
+    if not blks:
+        out += ["No block on the main graph's stationary workload.", ""]
     for key, rows in blks.items():
         out += [f"### {key.label}", "", _performance(rows), ""]
         dec = _decisions(rows)
@@ -345,6 +557,7 @@ def write(root: Path) -> Path:
         rep, _ = _replayed(records, key)
         if rep:
             out += ["Replayed on the same traces:", "", rep, ""]
+    out += ["## Drift", "", *_drift(results, records, all_blocks, root)]
     out += [
         "## %-hits over training: the LLM agent and a classifier",
         "",

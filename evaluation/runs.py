@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rudder.evaluation.drift import measure
 from rudder.evaluation.matrix import Run
 from rudder.evaluation.replays import load_all, replay_all
 from rudder.launcher.summary import agent_totals
@@ -21,6 +22,7 @@ from rudder.launcher.summary import agent_totals
 log = logging.getLogger(__name__)
 
 RECORD = "bench.json"
+LEGACY = {"dataset": "main", "scenario": "stationary", "workload": {"name": "stationary"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ def train(run: Run, setup: TrainSetup) -> dict:
     from rudder.launcher.train import run as train_run
     from rudder.trainer_hooks.distdgl.config import TrainingOptions
 
+    workload = run.setting.workload
     options = TrainingOptions(
         epochs=run.setting.epochs,
         batch_size=setup.batch_size,
@@ -91,6 +94,10 @@ def train(run: Run, setup: TrainSetup) -> dict:
         record_trace=True,
         seed=setup.seed + run.repeat,
         agent_mode=run.mode or "async",
+        scenario=workload.name,
+        eval_every=workload.eval_every,
+        window=workload.window,
+        window_step=workload.window_step,
     )
     cfg = TrainConfig(
         partitions=setup.partitions,
@@ -126,11 +133,13 @@ def execute(
     policies: tuple[str, ...],
     keep_trace: bool,
     fingerprint: str,
+    drift_window: int | None = None,
 ) -> dict:
     """Train, replay the traces at ``fractions``, write and return the record.
 
-    A failure of the run is recorded, not raised (the bench goes on with the next run);
-    Ctrl-C still stops everything.
+    ``drift_window``: also take the drift measure (``evaluation.drift``) with that look-back,
+    with the overlap profile for a `none` run. A failure of the run is recorded, not raised
+    (the bench goes on with the next run); Ctrl-C still stops everything.
     """
     t0 = time.perf_counter()
     record: dict = {"run": run.to_dict(), "ok": False, "fingerprint": fingerprint}
@@ -139,6 +148,10 @@ def execute(
         record["summary"] = slim(summary)
         traces = load_all(setup.out / "trace")
         record["replay"] = replay_all(traces, fractions, ("none", *policies))
+        if drift_window is not None:
+            record["drift"] = measure(
+                traces, fractions, drift_window, profile=not run.variant.buffered
+            )
         record["ok"] = True
     except Exception as e:
         record.update(_failure(e))
@@ -159,7 +172,8 @@ def finished(run: Run, out: Path, fingerprint: str) -> dict | None:
         record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    same = {k: v for k, v in record.get("run", {}).items() if k != "groups"} == {
+    old = {**LEGACY, **record.get("run", {})}  # records from before the drift study
+    same = {k: v for k, v in old.items() if k != "groups"} == {
         k: v for k, v in run.to_dict().items() if k != "groups"
     }
     if record.get("ok") and same and record.get("fingerprint") == fingerprint:

@@ -1,11 +1,11 @@
 """From run records to comparison rows: one row per variant in each (setting, buffer) block.
 
-A *block* is what the paper compares side by side: one setting (machines, link, epochs) and
-one buffer size. `none` has no buffer; it sits in every block of its setting. Repeats of a
-run are averaged (epoch time also gets its spread over repeats). Ratios to `none` and `fixed`
-use the block's own `none` and `fixed` rows; ratios to `belady` and `best-static` use the
-replays of the run's own traces (all epochs, summed over trainers), so they compare the same
-minibatches.
+A *block* is what the paper compares side by side: one setting (machines, link, epochs, graph,
+scenario) and one buffer size. `none` has no buffer; it sits in every block of its setting.
+Repeats of a run are averaged (epoch time also gets its spread over repeats). Ratios to `none`
+and `fixed` use the block's own `none` and `fixed` rows; ratios to `belady` and `best-static`
+use the replays of the run's own traces (all epochs, summed over trainers), so they compare the
+same minibatches.
 """
 
 from __future__ import annotations
@@ -25,13 +25,32 @@ class BlockKey:
     bandwidth: str  # "unshaped" when not shaped
     epochs: int
     buffer: float
+    dataset: str = "main"  # the graph: "main" or "drift"
+    scenario: str = "stationary"  # the workload (matrix.workload_slug)
+
+    @property
+    def drifts(self) -> bool:
+        """A block of the drift study (the drift graph, or a scenario but stationary)."""
+        return self.dataset != "main" or self.scenario != "stationary"
+
+    @property
+    def setting(self) -> tuple:
+        """The block's setting, as :func:`setting_of` gives a run's."""
+        return (self.machines, self.bandwidth, self.epochs, self.dataset, self.scenario)
 
     @property
     def label(self) -> str:
-        return (
+        text = (
             f"{self.machines} machines, {self.bandwidth}, {self.epochs} epochs, "
             f"buffer {self.buffer:.0%}"
         )
+        return f"{self.dataset} graph, {self.scenario}: {text}" if self.drifts else text
+
+    @property
+    def slug(self) -> str:
+        """The label as a file-name part."""
+        text = f"m{self.machines}-{self.bandwidth}-e{self.epochs}-b{round(self.buffer * 100):02d}"
+        return f"{self.dataset}-{self.scenario}-{text}" if self.drifts else text
 
 
 @dataclass(slots=True)
@@ -111,24 +130,37 @@ def blocks(records: list[dict]) -> dict[BlockKey, list[Row]]:
     for r in ok:
         run = r["run"]
         if run["buffer"] is not None:
-            buffers.setdefault(_setting(run), set()).add(run["buffer"])
+            buffers.setdefault(setting_of(run), set()).add(run["buffer"])
     out: dict[BlockKey, list[Row]] = {}
     for setting, sizes in sorted(buffers.items()):
+        machines, bandwidth, epochs, dataset, scenario = setting
         for b in sorted(sizes):
             groups: dict[tuple, list[dict]] = {}
             for r in ok:
                 run = r["run"]
-                if _setting(run) == setting and run["buffer"] in (None, b):
+                if setting_of(run) == setting and run["buffer"] in (None, b):
                     groups.setdefault((run["variant"], run["mode"]), []).append(r)
             rows = [_row(recs, b) for recs in groups.values()]
             rows.sort(key=lambda row: row.variant != "none")
             _relate(rows)
-            out[BlockKey(*setting, b)] = rows
+            out[BlockKey(machines, bandwidth, epochs, b, dataset, scenario)] = rows
     return out
 
 
-def _setting(run: dict) -> tuple:
-    return (run["machines"], run["bandwidth"] or "unshaped", run["epochs"])
+def setting_of(run: dict) -> tuple:
+    """A run record's setting: machines, link, epochs, graph, scenario (as in a BlockKey)."""
+    return (
+        run["machines"],
+        run["bandwidth"] or "unshaped",
+        run["epochs"],
+        run.get("dataset", "main"),  # records from before the drift study
+        run.get("scenario", "stationary"),
+    )
+
+
+def in_block(run: dict, key: BlockKey) -> bool:
+    """Whether a run record belongs in ``key``'s block (`none` belongs at every buffer)."""
+    return setting_of(run) == key.setting and run["buffer"] in (None, key.buffer)
 
 
 def _relate(rows: list[Row]) -> None:
@@ -151,13 +183,7 @@ def replayed(records: list[dict], key: BlockKey, policies: Iterable[str]) -> dic
     Both come from replays of the same traces (all epochs), so they compare like with like.
     """
     out = {}
-    recs = [
-        r
-        for r in records
-        if r.get("ok")
-        and _setting(r["run"]) == (key.machines, key.bandwidth, key.epochs)
-        and r["run"]["buffer"] in (None, key.buffer)
-    ]
+    recs = [r for r in records if r.get("ok") and in_block(r["run"], key)]
     for p in policies:
         vals = [
             (r["replay"][fraction_key(key.buffer)][p], r)

@@ -20,9 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fixed, periodic and static baselines, and Rudder with the LLM agent, the heuristic and "
         "each classifier, at two buffer sizes, on 2 and 4 emulated machines, with and without "
         "1 Gbit/s links; every run's traces replayed with LRU, LFU, S3-FIFO and the offline "
-        "bounds; a buffer-size sweep, an out-of-distribution check and sync vs async agents. "
+        "bounds; a buffer-size sweep, an out-of-distribution check, sync vs async agents, and "
+        "the drift study (locality, eval and temporal workloads on a ring graph cut at random, "
+        "each run beside best-static and belady, with the drift measure). "
         "Writes OUT/REPORT.md, OUT/plots/*.png and OUT/results.json. The default matrix takes "
-        "about 40 minutes on 2 cores; --quick about 3. Run again on the same OUT to resume.",
+        "about 1.5 hours on 2 cores; --quick about 4 minutes. Run again on the same OUT to "
+        "resume.",
     )
     p.add_argument(
         "--out",
@@ -30,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the bench directory (default: runs/bench, or runs/bench-quick with --quick)",
     )
     p.add_argument("--config", type=Path, help="a TOML file over the default (or --quick) matrix")
-    p.add_argument("--quick", action="store_true", help="the 3-minute smoke matrix")
+    p.add_argument("--quick", action="store_true", help="the 4-minute smoke matrix")
     p.add_argument("--fresh", action="store_true", help="redo runs that finished earlier")
     p.add_argument("--dry-run", action="store_true", help="list the runs of the matrix and stop")
     p.add_argument(
@@ -43,11 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _dry_run(bench) -> int:
     from rudder.cli.common import format_table
+    from rudder.evaluation.matrix import workload_slug
 
     rows = [
         [
             r.id,
             r.label,
+            r.setting.dataset,
+            workload_slug(r.setting.workload),
             r.setting.machines,
             r.setting.bandwidth or "unshaped",
             r.setting.epochs,
@@ -56,7 +62,8 @@ def _dry_run(bench) -> int:
         ]
         for r in bench.runs
     ]
-    print(format_table(["run", "variant", "machines", "link", "epochs", "buffer", "groups"], rows))
+    headers = ["run", "variant", "graph", "scenario", "machines", "link", "epochs", "buffer"]
+    print(format_table([*headers, "groups"], rows))
     print(f"{len(bench.runs)} training runs, plus the classifiers, the sweep and the OOD check")
     return 0
 

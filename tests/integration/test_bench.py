@@ -1,5 +1,6 @@
 """`rudder bench --quick` end to end: real DistDGL runs, a real LLM (SmolLM2-135M behind the
-embedded server), trained classifiers, replays, the studies, REPORT.md and plots."""
+embedded server), trained classifiers, replays, the studies, the drift study, REPORT.md and
+plots."""
 
 import json
 import socket
@@ -67,12 +68,16 @@ def _bench(config, out, *extra):
 def test_quick_bench_writes_a_complete_report(bench):
     out, results, proc = bench
     runs = results["runs"]
-    assert [r["run"]["variant"] for r in runs] == [
-        "none",
-        "fixed",
-        "rudder:heuristic",
-        "rudder:lr",
-        "rudder:llm",
+    assert [(r["run"]["variant"], r["run"]["dataset"]) for r in runs] == [
+        ("none", "main"),
+        ("none", "drift"),
+        ("fixed", "main"),
+        ("rudder:heuristic", "main"),
+        ("rudder:lr", "main"),
+        ("rudder:llm", "main"),
+        ("static", "drift"),
+        ("rudder:always", "drift"),
+        ("rudder:heuristic", "drift"),
     ]
     assert all(r["ok"] for r in runs), [r.get("reason") for r in runs]
     assert "failed" not in results["classifiers"] and "lr" in results["classifiers"]
@@ -85,6 +90,33 @@ def test_quick_bench_writes_a_complete_report(bench):
     assert "rudder-llm-async-r0: epoch" in proc.stdout + proc.stderr  # a line per run
     for d in ("heuristic", "lr", "llm"):
         assert results["ood"]["unseen"]["deciders"][d]["agent"]["valid_pct"] == 100.0
+
+
+def test_the_drift_runs_are_reported_beside_their_bounds(bench):
+    out, results, _ = bench
+    drift = [r for r in results["runs"] if r["run"]["dataset"] == "drift"]
+    assert {r["run"]["scenario"] for r in drift} == {"locality"}
+    for r in drift:
+        bounds = r["replay"]["0.25"]
+        assert {"best-static", "belady"} <= set(bounds), r["run"]["id"]
+        measure = r["drift"]["by_buffer"]["0.25"]
+        assert measure["verdict"] in ("drifting", "stationary", "bursty")
+        assert measure["best_static_rows"] >= measure["belady_rows"] > 0
+    none = drift[0]
+    assert none["run"]["buffer"] is None and len(none["drift"]["overlap_profile"]) > 10
+    # the classifiers also learnt from the drift reference's traces
+    assert (out / "classifiers" / "metrics" / none["run"]["id"]).is_dir()
+    text = (out / "REPORT.md").read_text()
+    section = text[text.index("## Drift") :]
+    assert "### drift graph, locality: 2 machines" in section
+    assert "Drift measure (trainer 0 of `drift-locality-" in section
+    for row in ("| static |", "| rudder:always |", "| rudder:heuristic |"):
+        assert row in section, row
+    assert "| *best-static* (offline, replayed) |" in section
+    assert "| *belady* (offline, replayed) |" in section
+    assert "always and never rows differ by >= 15%" in text  # not measurable: no never run
+    assert (out / "plots" / "drift_overlap.png").is_file()
+    assert list((out / "plots").glob("drift-hits-drift-locality-*.png"))
 
 
 def test_no_policy_fetches_fewer_rows_than_belady_and_none_never_hits(bench):
@@ -113,7 +145,7 @@ def test_no_policy_fetches_fewer_rows_than_belady_and_none_never_hits(bench):
 def test_a_rerun_reuses_finished_runs_and_leaves_nothing_running(bench):
     out, results, _ = bench
     listing = _bench(out.parent / "ci.toml", out, "--dry-run").stdout
-    assert "5 training runs" in listing
+    assert "9 training runs" in listing
     _bench(out.parent / "ci.toml", out)  # the training runs are reused, the studies redone
     again = json.loads((out / "results.json").read_text())
     assert [r["wall_s"] for r in again["runs"]] == [r["wall_s"] for r in results["runs"]]

@@ -153,3 +153,136 @@ def test_the_ood_graph_is_part_of_its_runs_fingerprint():
     assert fingerprint(DEFAULT, none, ood=["unseen", 1]) != fingerprint(
         DEFAULT, none, ood=["unseen", 2]
     )
+
+
+def test_the_drift_group_expands_with_scenarios():
+    runs = [r for r in expand(DEFAULT) if "drift" in r.groups]
+    scenarios = ("locality", "eval", "temporal")
+    assert {r.setting.workload.name for r in runs} == set(scenarios)
+    assert all(r.setting.dataset == "drift" and r.setting.drifts for r in runs)
+    for sc in scenarios:
+        mine = [r for r in runs if r.setting.workload.name == sc]
+        nones = [r for r in mine if not r.variant.buffered]
+        assert len(nones) == 1 and nones[0].id == f"drift-{sc}-m2-1gbit-e10-nobuf-none-r0"
+        labels = {r.variant.label for r in mine}
+        assert {"rudder:always", "rudder:never", "rudder:heuristic", "rudder:llm"} <= labels
+        assert {"rudder:lr", "rudder:rf", "rudder:gbt", "rudder:mlp", "periodic"} <= labels
+        assert {r.buffer for r in mine if r.buffer} == {0.05, 0.25}
+        assert len(mine) == 1 + 11 * 2
+    # the main group's runs are untouched: stationary, main graph, the old ids
+    main = [r for r in expand(DEFAULT) if "main" in r.groups]
+    assert all(not r.setting.drifts for r in main)
+    assert "m2-1gbit-e30-b25-rudder-heuristic-r0" in {r.id for r in main}
+    quick = [r for r in expand(QUICK) if "drift" in r.groups]
+    assert [(r.variant.label, r.buffer, r.setting.workload.name) for r in quick] == [
+        ("none", None, "locality"),
+        ("static", 0.25, "locality"),
+        ("rudder:always", 0.25, "locality"),
+        ("rudder:heuristic", 0.25, "locality"),
+    ]
+    rec = quick[0].to_dict()
+    assert (rec["dataset"], rec["scenario"], rec["workload"]) == (
+        "drift",
+        "locality",
+        {"name": "locality"},
+    )
+
+
+def test_scenario_knobs_apply_to_their_scenario_alone():
+    cfg = _matrix(
+        variants=["none"],
+        dataset="drift",
+        scenarios=["locality", "eval", "temporal"],
+        eval_every=3,
+        window=0.5,
+    )
+    runs = expand(cfg)
+    assert [r.id for r in runs] == [
+        "drift-locality-m2-1gbit-e30-nobuf-none-r0",
+        "drift-eval3-m2-1gbit-e30-nobuf-none-r0",
+        "drift-temporal-w0.5-s0.1-m2-1gbit-e30-nobuf-none-r0",
+    ]
+    locality, ev, temporal = (r.setting.workload for r in runs)
+    assert locality.eval_every == 2 and locality.window == 0.3  # knobs of other scenarios
+    assert ev.eval_every == 3 and temporal.window == 0.5
+    assert runs[1].to_dict()["workload"] == {"name": "eval", "eval_every": 3}
+
+
+def test_fingerprints_differ_by_scenario_and_graph():
+    from rudder.evaluation.matrix import Setting
+    from rudder.evaluation.pipeline import fingerprint
+    from rudder.trainer_hooks.scenarios import Scenario
+
+    v = Variant.parse("rudder:always")
+    main = Setting(2, "1gbit", 10)
+    assert fingerprint(DEFAULT, v, main) == fingerprint(DEFAULT, v)  # earlier runs stay valid
+    prints = {
+        fingerprint(DEFAULT, v, Setting(2, "1gbit", 10, dataset, Scenario(name=sc)))
+        for dataset in ("main", "drift")
+        for sc in ("stationary", "locality", "eval", "temporal")
+    }
+    assert len(prints) == 8
+    eval2 = Setting(2, "1gbit", 10, "drift", Scenario(name="eval"))
+    eval3 = Setting(2, "1gbit", 10, "drift", Scenario(name="eval", eval_every=3))
+    assert fingerprint(DEFAULT, v, eval2) != fingerprint(DEFAULT, v, eval3)
+    # the drift graph's spec counts for drift runs only
+    other = from_dict({"drift_data": {"dataset": {"graph": {"nodes": 20_000}}}})
+    assert fingerprint(DEFAULT, v, eval2) != fingerprint(other, v, eval2)
+    assert fingerprint(DEFAULT, v, main) == fingerprint(other, v, main)
+    # ... and for the classifiers, which also learn from the drift references' traces
+    gbt = Variant.parse("rudder:gbt")
+    assert fingerprint(DEFAULT, gbt, main) != fingerprint(other, gbt, main)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"scenarios": ["bursty"]}, r"groups\.0.*scenarios: unknown scenario 'bursty'"),
+        ({"scenarios": []}, "scenarios must name"),
+        ({"dataset": "products"}, "dataset must be one of main, drift"),
+        ({"scenarios": ["temporal"], "window": 0.0}, "window must lie in"),
+        ({"scenarios": ["eval"], "eval_every": 0}, "eval_every must be"),
+    ],
+)
+def test_bad_drift_groups_name_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        _matrix(variants=["none"], **data)
+
+
+def test_the_drift_graph_is_configurable(tmp_path):
+    path = tmp_path / "d.toml"
+    path.write_text(
+        """
+[drift_data]
+partition = "metis"
+batch_size = 50
+[drift_data.dataset.graph]
+nodes = 10000
+locality_scale = 100
+[[groups]]
+name = "d"
+dataset = "drift"
+scenarios = ["temporal"]
+variants = ["none"]
+"""
+    )
+    cfg = load(path)
+    d = cfg.drift_data
+    assert (d.partition, d.batch_size, d.window) == ("metis", 50, 8)
+    assert d.dataset.graph.nodes == 10_000 and d.dataset.graph.family == "ring"
+    assert d.dataset.graph.locality_scale == 100 and d.dataset.train_fraction == 0.3
+    with pytest.raises(ConfigError, match=r"drift_data.*partition must be one of"):
+        from_dict({"drift_data": {"partition": "spectral"}})
+
+
+def test_records_from_before_the_drift_study_are_reused(tmp_path):
+    import json
+
+    from rudder.evaluation.runs import RECORD, finished
+
+    (run,) = expand(_matrix(variants=["none"]))
+    old = {k: v for k, v in run.to_dict().items() if k not in ("dataset", "scenario", "workload")}
+    (tmp_path / RECORD).write_text(json.dumps({"run": old, "ok": True, "fingerprint": "f"}))
+    assert finished(run, tmp_path, "f")["run"] == run.to_dict()
+    (drift,) = expand(_matrix(variants=["none"], dataset="drift", scenarios=["locality"]))
+    assert finished(drift, tmp_path, "f") is None

@@ -121,7 +121,14 @@ def generate(spec: GraphSpec, on_progress: Progress | None = None) -> CSRGraph:
     model = _EdgeModel(spec, community, np.cumsum(w), sizes)
     del w
 
-    m = round(spec.nodes * spec.avg_degree / 2)
+    keys = _distinct_edges(model, rng, round(spec.nodes * spec.avg_degree / 2), on_progress)
+    indptr, indices = csr_from_keys(keys, spec.nodes)
+    log.debug("generated %d nodes, %d undirected edges", spec.nodes, keys.shape[0])
+    return CSRGraph(indptr=indptr, indices=indices, community=community)
+
+
+def _distinct_edges(model, rng: np.random.Generator, m: int, on_progress) -> np.ndarray:
+    """``m`` distinct undirected edge keys drawn from ``model`` (both families)."""
     first = int(m * 1.1) + 16
     report = _Tally("edges", first, on_progress)
     # Hubs draw the same pair again and again; keep drawing until m distinct edges exist.
@@ -134,10 +141,7 @@ def generate(spec: GraphSpec, on_progress: Progress | None = None) -> CSRGraph:
         keys = sorted_unique(np.concatenate([keys, model.draw(rng, more, report)]))
     else:
         log.warning("graph too dense for its degree distribution: %d of %d edges", keys.shape[0], m)
-    keys = _sample_unique(keys, m, rng)
-    indptr, indices = csr_from_keys(keys, spec.nodes)
-    log.debug("generated %d nodes, %d undirected edges", spec.nodes, keys.shape[0])
-    return CSRGraph(indptr=indptr, indices=indices, community=community)
+    return _sample_unique(keys, m, rng)
 
 
 def _generate_ring(spec: GraphSpec, on_progress: Progress | None) -> CSRGraph:
@@ -146,19 +150,7 @@ def _generate_ring(spec: GraphSpec, on_progress: Progress | None) -> CSRGraph:
     n = spec.nodes
     cum = np.cumsum(_weights(spec, rng))
     model = _RingModel(n, spec.locality_scale, cum)
-    m = round(n * spec.avg_degree / 2)
-    first = int(m * 1.1) + 16
-    report = _Tally("edges", first, on_progress)
-    keys = model.draw(rng, first, report)
-    for _ in range(30):
-        if keys.shape[0] >= m:
-            break
-        more = int((m - keys.shape[0]) * 1.5) + 16
-        report.total += more
-        keys = sorted_unique(np.concatenate([keys, model.draw(rng, more, report)]))
-    else:
-        log.warning("graph too dense for its locality scale: %d of %d edges", keys.shape[0], m)
-    keys = _sample_unique(keys, m, rng)
+    keys = _distinct_edges(model, rng, round(n * spec.avg_degree / 2), on_progress)
     indptr, indices = csr_from_keys(keys, n)
     community = (np.arange(n, dtype=np.int64) * spec.communities // n).astype(np.int32)
     log.debug("generated a %d-node ring, %d undirected edges", n, keys.shape[0])

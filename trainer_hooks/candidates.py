@@ -149,10 +149,6 @@ class MissTracker:
         _take(self.table, self.keys, self.counts, self.last, node_ids, t, self.powers, out)
         return out
 
-    def forget(self, node_ids: np.ndarray) -> None:
-        """Drop the history of ids that just entered the buffer."""
-        self.take(np.asarray(node_ids, dtype=np.int64), 0)
-
     def restore(self, node_ids: np.ndarray, counts: np.ndarray, t: int) -> None:
         """Ids that left the buffer at minibatch ``t``, with the counts they had there."""
         if node_ids.shape[0] == 0:

@@ -179,14 +179,19 @@ class _RingModel:
             _search_right(self.cum, self.guide, self.scale, rng.random(c) * self.total, src)
             offset = np.round(rng.laplace(0.0, self.locality_scale, c)).astype(np.int64)
             dst = (src + offset) % self.n
-            keep = src != dst
-            u, v = np.minimum(src[keep], dst[keep]), np.maximum(src[keep], dst[keep])
-            got = u.shape[0]
-            np.multiply(u, self.n, out=keys[filled : filled + got])
-            keys[filled : filled + got] += v
-            filled += got
+            filled = _pack_edges(src, dst, self.n, keys, filled)
             report.add(c)
         return sorted_unique(keys[:filled])
+
+
+def _pack_edges(src: np.ndarray, dst: np.ndarray, n: int, keys: np.ndarray, filled: int) -> int:
+    """Write the undirected keys ``min * n + max`` of the non-loop pairs at ``keys[filled:]``."""
+    keep = src != dst
+    u, v = np.minimum(src[keep], dst[keep]), np.maximum(src[keep], dst[keep])
+    got = u.shape[0]
+    np.multiply(u, n, out=keys[filled : filled + got])
+    keys[filled : filled + got] += v
+    return filled + got
 
 
 def node_times(spec: GraphSpec) -> np.ndarray:
@@ -265,12 +270,7 @@ class _EdgeModel:
                 intra, lo + runs[2].random(c) * (hi - lo), runs[3].random(c) * self.total
             )
             dst = self.node_at(target)
-            keep = src != dst
-            u, v = np.minimum(src[keep], dst[keep]), np.maximum(src[keep], dst[keep])
-            got = u.shape[0]
-            np.multiply(u, self.n, out=keys[filled : filled + got])
-            keys[filled : filled + got] += v
-            filled += got
+            filled = _pack_edges(src, dst, self.n, keys, filled)
             report.add(c)
         end = runs[3].bit_generator.state
         # Doubles never touch PCG64's buffered 32-bit half-word: keep the caller's.

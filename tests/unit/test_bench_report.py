@@ -150,6 +150,25 @@ def test_targets_are_judged_where_they_apply(records):
     assert not any(c.where.endswith("buffer 5%") for c in checks.values())
 
 
+def _results(runs, **extra):
+    """A bench's results.json as the report reads it (``extra``: sections and config keys)."""
+    config = {
+        "name": "t",
+        "dataset": {"graph": {"nodes": 1000, "avg_degree": 5}, "feat_dim": 8},
+        "train": {"batch_size": 10, "fanouts": [2, 2], "trainers": 1},
+        "llm": {"model": None, "prompt": None, "url": "http://127.0.0.1:1"},
+        **extra.pop("config", {}),
+    }
+    return {
+        "config": config,
+        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "platform": "x"},
+        "shaping": True,
+        "started": "2026-01-01T00:00:00",
+        "runs": runs,
+        **extra,
+    }
+
+
 def test_report_and_plots_from_results(tmp_path, records):
     run_dir = tmp_path / "runs" / records[4]["run"]["id"] / "trainers"
     run_dir.mkdir(parents=True)
@@ -168,21 +187,12 @@ def test_report_and_plots_from_results(tmp_path, records):
             for b in (0.05, 0.25)
         },
     }
-    results = {
-        "config": {
-            "name": "t",
-            "dataset": {"graph": {"nodes": 1000, "avg_degree": 5}, "feat_dim": 8},
-            "train": {"batch_size": 10, "fanouts": [2, 2], "trainers": 1},
-            "llm": {"model": None, "prompt": None, "url": "http://127.0.0.1:1"},
-        },
-        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "platform": "x"},
-        "shaping": True,
-        "started": "2026-01-01T00:00:00",
-        "runs": records,
-        "classifiers": {"failed": "all 3 samples are labelled good"},
-        "sweep": sweep,
-        "ood": {"skipped": "disabled"},
-    }
+    results = _results(
+        records,
+        classifiers={"failed": "all 3 samples are labelled good"},
+        sweep=sweep,
+        ood={"skipped": "disabled"},
+    )
     (tmp_path / "results.json").write_text(json.dumps(results))
     text = report.write(tmp_path).read_text()
     for heading in ("## Targets", "### 2 machines, 1gbit, 10 epochs, buffer 25%", "## Failed runs"):
@@ -272,31 +282,23 @@ def test_the_drift_section_renders_every_variant_beside_the_bounds(tmp_path, rec
         run_dir.joinpath("metrics-rank-0.jsonl").write_text(
             "".join(metrics_line(Metrics(**{**zero, **m})) for m in shown)
         )
-    results = {
-        "config": {
-            "name": "t",
-            "dataset": {"graph": {"nodes": 1000, "avg_degree": 5}, "feat_dim": 8},
-            "drift_data": {
-                "dataset": {
-                    "graph": {"nodes": 3000, "avg_degree": 15, "family": "ring"},
-                    "feat_dim": 8,
-                    "train_fraction": 0.3,
-                },
-                "partition": "random",
-                "batch_size": 100,
-                "window": 8,
-            },
-            "train": {"batch_size": 10, "fanouts": [2, 2], "trainers": 1},
-            "llm": {"model": None, "prompt": None, "url": "http://127.0.0.1:1"},
+    drift_data = {
+        "dataset": {
+            "graph": {"nodes": 3000, "avg_degree": 15, "family": "ring"},
+            "feat_dim": 8,
+            "train_fraction": 0.3,
         },
-        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "platform": "x"},
-        "shaping": True,
-        "started": "2026-01-01T00:00:00",
-        "runs": [*records, *drift],
-        "classifiers": {"skipped": "no classifier in the matrix"},
-        "sweep": None,
-        "ood": None,
+        "partition": "random",
+        "batch_size": 100,
+        "window": 8,
     }
+    results = _results(
+        [*records, *drift],
+        config={"drift_data": drift_data},
+        classifiers={"skipped": "no classifier in the matrix"},
+        sweep=None,
+        ood=None,
+    )
     (tmp_path / "results.json").write_text(json.dumps(results))
     text = report.write(tmp_path).read_text()
     drift_part = text[text.index("## Drift") :]
@@ -322,18 +324,7 @@ def test_the_drift_section_renders_every_variant_beside_the_bounds(tmp_path, rec
 
 
 def test_a_bench_without_drift_runs_says_so(tmp_path, records):
-    results = {
-        "config": {
-            "name": "t",
-            "dataset": {"graph": {"nodes": 1000, "avg_degree": 5}, "feat_dim": 8},
-            "train": {"batch_size": 10, "fanouts": [2, 2], "trainers": 1},
-            "llm": {"model": None, "prompt": None, "url": "http://127.0.0.1:1"},
-        },
-        "machine": {"cpu": "test", "cores": 2, "memory_gib": 1, "platform": "x"},
-        "shaping": True,
-        "started": "2026-01-01T00:00:00",
-        "runs": records,
-    }
+    results = _results(records)
     (tmp_path / "results.json").write_text(json.dumps(results))
     text = report.write(tmp_path).read_text()
     assert "## Drift\n\nNo run of this bench has a drifting workload" in text

@@ -8,8 +8,10 @@ fakes (``tests/fakes.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from rudder.decisions import Decision
 from rudder.protocol import AgentDecision, Metrics
 
 
@@ -21,8 +23,17 @@ class Agent(Protocol):
         """A trainer (re)connected; ``info`` holds static facts (graph, partition, buffer)."""
         ...
 
-    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
-        """Decide for ``trainer`` from its latest metrics (blocking; may take seconds)."""
+    def decide(
+        self,
+        trainer: int,
+        metrics: Metrics,
+        early: Callable[[Decision], None] | None = None,
+    ) -> AgentDecision:
+        """Decide for ``trainer`` from its latest metrics (blocking; may take seconds).
+
+        An agent that knows the decision before it has finished (the rest of a streamed
+        answer) calls ``early`` with it once; the sidecar answers the trainer then.
+        """
         ...
 
     def stats(self) -> dict[int, dict]:

@@ -29,7 +29,7 @@ from rudder.protocol import Metrics
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 1  # bump on any change to what a feature means or how it is computed
+FEATURES_VERSION = 2  # bump on any change to what a feature means or how it is computed
 HISTORY_SPAN = 8  # features read metrics of the last 8 minibatches (the trainers' window)
 TREND_LAG = 4  # "recent change" compares with the metrics of up to 4 minibatches ago
 SINCE_CAP = 32  # minibatches since the latest round, saturating here
@@ -49,6 +49,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "since_replacement",  # minibatches since the latest round / SINCE_CAP, capped at 1
     "never_replaced",  # 1 before the first round, else 0
     "progress",  # (minibatch + 1) / total minibatches (0 when the total is unknown)
+    # Version 2, the grounding (metrics version 2): what a round now would do.
+    "hit_window_shift",  # windowed %-hits minus those of the window before, / 100 (drift)
+    "repeat_miss_frac",  # misses also missed earlier in the window / misses
+    "swap_frac",  # rows a round would put in / capacity
+    "evict_use",  # hits per row it would evict over the window / window (0..1)
+    "admit_use",  # misses per row it would admit over the window / window (0..1)
 )
 
 
@@ -109,6 +115,11 @@ def features(current: Metrics, history: Sequence[Metrics]) -> np.ndarray:
         since,
         1.0 if m.replacements == 0 else 0.0,
         _ratio(m.minibatch + 1, m.total_minibatches),
+        (m.hit_pct_window - m.hit_pct_prev_window) / 100.0,
+        m.repeat_miss_pct / 100.0,
+        _ratio(m.round_swap_rows, cap),
+        _ratio(m.round_evict_use, m.window),
+        _ratio(m.round_admit_use, m.window),
     )
     return np.asarray(x, dtype=np.float64)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rudder.decisions import Decider, DeciderSpec, implied_effects
+from rudder.decisions import Decider, DeciderSpec, Decision, implied_effects
 from rudder.llm.defaults import DEFAULT_LLM_URL
 from rudder.prompts import DECISION_SCHEMA, DEFAULT_PROMPT, decision_messages, load
 from rudder.protocol import DECISIONS, DIRECTIONS, Metrics
@@ -22,14 +24,25 @@ from rudder.rules import make_decider
 log = logging.getLogger(__name__)
 
 REASON_CHARS = 200
+# An answer that opens with the decision (a decision-first schema): the decision is known once
+# this prefix has streamed in. Anchored at the start: never a substring search of free text.
+_DECISION_FIRST = re.compile(r'\s*\{\s*"decision"\s*:\s*"(replace|skip)"')
+
+OnDecision = Callable[[Decision], None]
 
 
 class DecisionModel(Protocol):
-    """Produces one raw answer from the agent state (the metrics and the history lines)."""
+    """Produces one raw answer from the agent state (the metrics and the history lines).
+
+    A model that learns the decision before its answer is complete (a streamed, decision-first
+    answer) calls ``on_decision`` with it at once; the caller may act on it then.
+    """
 
     name: str
 
-    def answer(self, current: dict, history: list[str]) -> Any: ...
+    def answer(
+        self, current: dict, history: list[str], on_decision: OnDecision | None = None
+    ) -> Any: ...
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)
@@ -70,7 +83,7 @@ class LLMModel:
             seed=config.seed,
             num_ctx=config.num_ctx,
             num_predict=config.num_predict,
-            format=DECISION_SCHEMA,
+            format=self.prompt.schema,
             client_kwargs={"timeout": config.timeout_s},
         )
 
@@ -104,9 +117,18 @@ class LLMModel:
         )
         return time.perf_counter() - t0
 
-    def answer(self, current: dict, history: list[str]) -> str:
-        msgs = self.messages(current, history)
-        return self.chat.invoke([(m["role"], m["content"]) for m in msgs]).content
+    def answer(
+        self, current: dict, history: list[str], on_decision: OnDecision | None = None
+    ) -> str:
+        """The reply text, streamed: ``on_decision`` hears the decision as soon as it is out."""
+        msgs = [(m["role"], m["content"]) for m in self.messages(current, history)]
+        text, told = "", on_decision is None
+        for chunk in self.chat.stream(msgs):
+            text += chunk.content if isinstance(chunk.content, str) else ""
+            if not told and (found := _DECISION_FIRST.match(text)):
+                told = True
+                on_decision(Decision(found.group(1)))
+        return text
 
 
 class RuleModel:
@@ -116,7 +138,9 @@ class RuleModel:
         self.decider = decider
         self.name = decider.spec
 
-    def answer(self, current: dict, history: list[str]) -> dict:
+    def answer(
+        self, current: dict, history: list[str], on_decision: OnDecision | None = None
+    ) -> dict:
         decision = self.decider.decide(Metrics.from_dict(current)).value
         hit, comm = implied_effects(decision)
         return {

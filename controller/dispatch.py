@@ -6,7 +6,9 @@ for what can be read (and reasoned about) separately; :class:`Dispatcher` knows 
 
 Per trainer: one call into the agent at a time (hello or decide); metrics that arrive while it
 decides replace the pending ones (stale-request drop, counted); when a decision is sent and
-newer metrics wait, they are decided next. A failing or timed-out ``decide`` becomes a
+newer metrics wait, they are decided next. A decision the agent knows before it has finished
+(the head of a streamed, decision-first answer) is sent at once; the finished answer (its
+predictions, for Pass@1) is only logged. A failing or timed-out ``decide`` becomes a
 ``valid=False`` skip sent back. Trainers silent for ``expiry_s`` leave the registry.
 """
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rudder.controller.agent import Agent
-from rudder.controller.workers import Done, Job, Workers
+from rudder.controller.workers import Done, Early, Job, Workers
 from rudder.decisions import Decision
 from rudder.protocol import AgentDecision, Metrics
 
@@ -141,12 +143,36 @@ class Dispatcher:
             st.job = job
             self._workers.submit(job)
 
+    def _answer_early(self, early: Early) -> None:
+        job = early.job
+        st = self._trainers.get(job.trainer)
+        if job.abandoned or job.answered or st is None or st.job is not job:
+            return
+        job.answered = True
+        self._reply(
+            st,
+            AgentDecision(
+                trainer=job.trainer,
+                minibatch=job.seq,
+                decision=early.decision,
+                valid=True,
+                reason="early: the decision head of a streamed answer",
+                latency_s=early.at - job.received_at,
+            ),
+        )
+
+    def _log_final(self, st: TrainerState, decision: AgentDecision) -> None:
+        """The finished answer of a decision already sent early (nothing is sent)."""
+
     def _take_results(self) -> None:
         while True:
             try:
                 done = self._workers.results.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(done, Early):
+                self._answer_early(done)
+                continue
             job = done.job
             self._workers.done(job)
             st = self._trainers.get(job.trainer)
@@ -163,6 +189,8 @@ class Dispatcher:
             elif job.kind == "hello":
                 if done.error is not None:
                     log.error("agent: hello of trainer %d failed: %r", job.trainer, done.error)
+            elif st is not None and job.answered:
+                self._log_final(st, self._decision(job, done))
             elif st is not None:
                 self._reply(st, self._decision(job, done))
             if st is None:
@@ -223,7 +251,7 @@ class Dispatcher:
                         st.trainer,
                         timeout,
                     )
-                    if job.kind == "decide":
+                    if job.kind == "decide" and not job.answered:
                         why = f"decision timed out after {timeout:g} s"
                         self._reply(
                             st, self._failure(st.trainer, job.seq, job.received_at, now, why)

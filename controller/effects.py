@@ -1,48 +1,110 @@
 """Observed effects of a decision, and Pass@1: did the predicted direction come true.
 
-A decision made on minibatch i lands at the next minibatch the trainer reports (j); its effect
-shows in the report after that (k). The observed change is from j to k: %-hits in percentage
-points, communication (rows fetched) relative. Changes within the tolerance are "stagnant".
+A decision made on the metrics of minibatch i *lands* at the next minibatch the trainer
+reports, j (a round it asked for ran there; its rows serve hits from j + 1). Its effect is read
+from the trainer's own windowed figures (``W = metrics.window`` minibatches): *before* is the
+window ending at j, *after* the window ending at the first reported minibatch k >= j + W, which
+is exactly j+1 .. j+W when the agent saw minibatch j + W. Comparing one minibatch with the next
+(what Pass@1 did before) mostly measures sampling noise once the buffer is full, so a constant
+predictor scored as well as any decider; a window average does not.
+
+A change counts as "stagnant" unless it leaves the noise band: twice the standard deviation of
+the difference of two W-minibatch means, ``2 * sigma * sqrt(2 / W)``, where sigma is the
+minibatch-to-minibatch spread measured on the trainer's recent metrics (each minibatch's figure
+around its window's). Communication uses the relative spread of rows fetched the same way.
+
+Every score is shown beside what constant predictors get on the same decisions: always
+"increase" (what a replace implies: %-hits up, communication down), always "stagnant" (what a
+skip implies) and the heuristic decider's implied prediction on the same metrics. A Pass@1
+that does not beat them has learnt nothing.
 """
 
 from __future__ import annotations
 
-HIT_TOLERANCE_PP = 1.0  # |change of hit_pct| below this: stagnant
-COMM_TOLERANCE = 0.05  # |relative change of rows_fetched| below this: stagnant
+import math
+import statistics
+
+from rudder.decisions import implied_effects
+
+MIN_HIT_BAND_PP = 0.5  # the %-hits band never narrows below this (percentage points)
+MIN_COMM_BAND = 0.02  # ... nor the communication band below 2%
+BASELINES = ("replace", "skip", "heuristic")  # constant predictors, and the heuristic's
 
 
-def direction(change: float, tolerance: float) -> str:
-    if change > tolerance:
+def direction(change: float, band: float) -> str:
+    if change > band:
         return "increase"
-    if change < -tolerance:
+    if change < -band:
         return "decrease"
     return "stagnant"
 
 
-def observe(before: dict, after: dict) -> tuple[str, str]:
-    """Directions of %-hits and of communication from ``before`` to ``after`` (metrics)."""
-    hit = direction(after["hit_pct"] - before["hit_pct"], HIT_TOLERANCE_PP)
-    rows_before = max(before["rows_fetched"], 1)
-    comm = direction((after["rows_fetched"] - rows_before) / rows_before, COMM_TOLERANCE)
+def _spread(values: list[float], window: int) -> float:
+    """Minibatch-to-minibatch standard deviation from deviations around the window mean."""
+    if len(values) < 3:
+        return 0.0
+    # A value's deviation from a mean that includes it shrinks by sqrt(1 - 1/W).
+    return statistics.pstdev(values) / math.sqrt(max(1.0 - 1.0 / window, 1.0 / window))
+
+
+def noise_bands(recent: list[dict], window: int) -> tuple[float, float]:
+    """The stagnant bands (%-hits in points, communication relative) from recent metrics."""
+    filled = [r for r in recent if r["minibatch"] + 1 >= window]
+    hit_dev = [r["hit_pct"] - r["hit_pct_window"] for r in filled]
+    comm_dev = [
+        r["rows_fetched"] / r["rows_fetched_window"] - 1.0
+        for r in filled
+        if r["rows_fetched_window"] > 0
+    ]
+    k = 2.0 * math.sqrt(2.0 / window)
+    return (
+        max(MIN_HIT_BAND_PP, k * _spread(hit_dev, window)),
+        max(MIN_COMM_BAND, k * _spread(comm_dev, window)),
+    )
+
+
+def snapshot(metrics: dict) -> dict:
+    """The windowed figures a decision is judged by, from one metrics record."""
+    return {
+        "minibatch": metrics["minibatch"],
+        "hit_pct_window": metrics["hit_pct_window"],
+        "rows_fetched_window": metrics["rows_fetched_window"],
+    }
+
+
+def window_of(metrics: dict) -> int:
+    """The trainer's window W (1 for records that do not state one)."""
+    return max(int(metrics.get("window") or 0), 1)
+
+
+def observe(before: dict, after: dict, bands: tuple[float, float]) -> tuple[str, str]:
+    """Directions of windowed %-hits and communication from ``before`` to ``after``."""
+    hit = direction(after["hit_pct_window"] - before["hit_pct_window"], bands[0])
+    rows_before = max(before["rows_fetched_window"], 1e-9)
+    comm = direction((after["rows_fetched_window"] - rows_before) / rows_before, bands[1])
     return hit, comm
 
 
-def evaluate(landed: dict, after: dict) -> dict:
-    """The history record of a landed decision, now that ``after`` shows its effect."""
-    before = landed["before"]
-    hit, comm = observe(before, after)
-    return {
+def evaluate(landed: dict, after: dict, bands: tuple[float, float]) -> dict:
+    """The history record of a landed decision, now that ``after`` ends its window."""
+    hit, comm = observe(landed["before"], after, bands)
+    rec = {
         **landed,
-        "after": {
-            "minibatch": after["minibatch"],
-            "hit_pct": after["hit_pct"],
-            "rows_fetched": after["rows_fetched"],
-        },
+        "after": snapshot(after),
+        "bands": list(bands),
         "observed_hit_pct": hit,
         "observed_communication": comm,
         "pass_hit": hit == landed.get("expected_hit_pct"),
         "pass_comm": comm == landed.get("expected_communication"),
     }
+    for name in BASELINES:
+        decision = "replace" if name == "replace" else "skip"
+        if name == "heuristic":
+            decision = landed.get("heuristic") or "skip"
+        exp_hit, exp_comm = implied_effects(decision)
+        rec[f"baseline_{name}_hit"] = hit == exp_hit
+        rec[f"baseline_{name}_comm"] = comm == exp_comm
+    return rec
 
 
 def history_line(rec: dict) -> str:
@@ -50,7 +112,8 @@ def history_line(rec: dict) -> str:
     b, a = rec["before"], rec["after"]
     return (
         f"- minibatch {rec['minibatch']}: {rec['decision']} (you expected %-hits "
-        f"{rec.get('expected_hit_pct') or '-'}); then hit_pct {b['hit_pct']:.1f} -> "
-        f"{a['hit_pct']:.1f} ({rec['observed_hit_pct']}), rows_fetched {b['rows_fetched']} "
-        f"-> {a['rows_fetched']} ({rec['observed_communication']})"
+        f"{rec.get('expected_hit_pct') or '-'}); windowed hit_pct {b['hit_pct_window']:.1f} -> "
+        f"{a['hit_pct_window']:.1f} ({rec['observed_hit_pct']}), rows fetched per minibatch "
+        f"{b['rows_fetched_window']:.0f} -> {a['rows_fetched_window']:.0f} "
+        f"({rec['observed_communication']})"
     )

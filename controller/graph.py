@@ -21,9 +21,11 @@ from langgraph.graph import END, START, StateGraph
 
 from rudder.controller import nodes
 from rudder.controller.decision_models import DecisionModel, LLMConfig, make_model
+from rudder.controller.effects import BASELINES
 from rudder.controller.state import AgentState
 from rudder.decisions import DeciderSpec, Decision
 from rudder.protocol import AgentDecision, Metrics
+from rudder.rules import Heuristic
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,18 @@ def trainer_stats(values: dict) -> dict:
         "invalid": c.get("invalid", 0),
         "replace_pct": 100 * c.get("replace", 0) / n if n else 0.0,
         "evaluated": ev,
+        "awaiting_evaluation": len(values.get("awaiting") or []),
         "pass_at_1_hits": c.get("pass_hit", 0) / ev if ev else None,
         "pass_at_1_comm": c.get("pass_comm", 0) / ev if ev else None,
+        **{
+            f"baseline_{name}_{what}": c.get(f"baseline_{name}_{key}", 0) / ev if ev else None
+            for name in BASELINES
+            for what, key in (("hits", "hit"), ("comm", "comm"))
+        },
         "latency_p50_s": statistics.median(lat) if lat else None,
+        "answer_p50_s": statistics.median(full)
+        if (full := values.get("answer_latencies"))
+        else None,
         "latency_p95_s": sorted(lat)[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
         if lat
         else None,
@@ -92,6 +103,7 @@ class GraphAgent:
             saver = InMemorySaver()
         self.graph = build_graph().compile(checkpointer=saver)
         self._models: dict[int, DecisionModel] = {}
+        self._shadows: dict[int, Heuristic] = {}  # the Pass@1 baseline, per trainer
         self._info: dict[int, dict] = {}
         self._lock = threading.Lock()
 
@@ -102,12 +114,19 @@ class GraphAgent:
         with self._lock:
             if trainer not in self._models:
                 self._models[trainer] = self._factory()
+                self._shadows[trainer] = Heuristic()
             return self._models[trainer]
 
     def hello(self, trainer: int, info: dict) -> None:
         self._info[trainer] = dict(info)
 
-    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
+    def decide(
+        self,
+        trainer: int,
+        metrics: Metrics,
+        early: Callable[[Decision], None] | None = None,
+    ) -> AgentDecision:
+        """Run the graph for one decision; ``early`` hears it before the answer is complete."""
         update = {"trainer": trainer, "incoming": metrics.to_dict()}
         if trainer in self._info:
             update["info"] = self._info[trainer]
@@ -117,7 +136,9 @@ class GraphAgent:
             update,
             self._config(trainer),
             durability="exit",
-            context=nodes.AgentContext(model=self._model(trainer)),
+            context=nodes.AgentContext(
+                model=self._model(trainer), shadow=self._shadows.get(trainer), on_decision=early
+            ),
         )
         result = out["result"]  # graph state holds plain values: the decision as its str
         return AgentDecision(**{**result, "decision": Decision(result["decision"])})

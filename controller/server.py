@@ -267,8 +267,14 @@ class AgentServer(Dispatcher):
             st.routing_id,
             DecisionReply(trainer=st.trainer, seq=decision.minibatch, decision=decision),
         )
+        self._log_decision(decision)
+
+    def _log_final(self, st: TrainerState, decision: AgentDecision) -> None:
+        self._log_decision(decision, final_answer=True)
+
+    def _log_decision(self, decision: AgentDecision, **extra: Any) -> None:
         if self._log is not None:
-            record = {"time": time.time(), **decision.to_dict()}
+            record = {"time": time.time(), **decision.to_dict(), **extra}
             try:
                 self._log.write(json.dumps(record) + "\n")
             except OSError as e:

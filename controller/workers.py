@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rudder.controller.agent import Agent
+from rudder.decisions import Decision
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Job:
     started_at: float = 0.0
     finished: bool = False
     abandoned: bool = False  # timed out: the result is discarded, the thread retires
+    answered: bool = False  # the trainer already has the decision (an early one)
 
 
 @dataclass(slots=True)
@@ -48,6 +50,15 @@ class Done:
     finished_at: float
 
 
+@dataclass(slots=True)
+class Early:
+    """A running decide :class:`Job` knows its decision (the rest of the answer follows)."""
+
+    job: Job
+    decision: Decision
+    at: float
+
+
 class Workers:
     """Threads that call the agent; each result goes to ``results`` and a byte to the pipe."""
 
@@ -57,7 +68,7 @@ class Workers:
         self.running = 0
         self.retired = 0
         self.max_retired = max_retired
-        self.results: queue.SimpleQueue[Done] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[Done | Early] = queue.SimpleQueue()
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -91,7 +102,7 @@ class Workers:
                 if job.kind == "hello":
                     self.agent.hello(job.trainer, job.payload)
                 else:
-                    result = self.agent.decide(job.trainer, job.payload)
+                    result = self.agent.decide(job.trainer, job.payload, self._early(job))
             except Exception as e:  # reported to the loop, which answers skip
                 error = e
             with self._lock:
@@ -101,6 +112,13 @@ class Workers:
             self.wake()
             if retire:
                 return  # a replacement thread took this one's place
+
+    def _early(self, job: Job):
+        def early(decision: Decision) -> None:
+            self.results.put(Early(job, Decision(decision), time.monotonic()))
+            self.wake()
+
+        return early
 
     def wake(self) -> None:
         """Nudge the loop (thread- and signal-safe)."""

@@ -85,6 +85,7 @@ def _decisions(rows: list[Row]) -> str:
             "interval (minibatches)",
             "valid %",
             "Pass@1 %-hits",
+            "best constant",
             "Pass@1 comm",
             "latency p50 s",
         ],
@@ -96,6 +97,7 @@ def _decisions(rows: list[Row]) -> str:
                 _cell(r.interval, ".1f"),
                 _cell(r.valid_pct, ".1f"),
                 _pct(r.pass_hits),
+                _pct(r.pass_best_constant),
                 _pct(r.pass_comm),
                 _cell(r.latency_s, ".3f"),
             ]

@@ -74,6 +74,7 @@ class Row:
     valid_pct: float | None
     pass_hits: float | None
     pass_comm: float | None
+    pass_best_constant: float | None  # Pass@1 %-hits of the better constant predictor
     latency_s: float | None
     speedup_vs_none: float | None = None
     speedup_vs_fixed: float | None = None
@@ -89,6 +90,13 @@ class Row:
 def _mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.fmean(vals) if vals else None
+
+
+def best_constant(agent: dict) -> float | None:
+    """The Pass@1 %-hits of the better constant predictor (always replace, always skip)."""
+    vals = [agent.get(f"baseline_{b}_hits") for b in ("replace", "skip")]
+    vals = [v for v in vals if v is not None]
+    return max(vals) if vals else None
 
 
 def _vs(rec: dict, fraction: float, policy: str) -> float | None:
@@ -118,6 +126,7 @@ def _row(records: list[dict], buffer: float) -> Row:
         valid_pct=_mean(x["agent"].get("valid_pct") for x in s),
         pass_hits=_mean(x["agent"].get("pass_at_1_hits") for x in s),
         pass_comm=_mean(x["agent"].get("pass_at_1_comm") for x in s),
+        pass_best_constant=_mean(best_constant(x["agent"]) for x in s),
         latency_s=_mean(x["agent"].get("latency_p50_s") for x in s),
         ids=[r["run"]["id"] for r in records],
     )

@@ -117,8 +117,14 @@ def agent_totals(agent: dict | None) -> dict:
         "agent_decisions": n,
         "evaluated": ev,
         "valid_pct": weighted("valid_pct", "decisions", n),
+        "replace_pct": weighted("replace_pct", "decisions", n),
         "pass_at_1_hits": weighted("pass_at_1_hits", "evaluated", ev),
         "pass_at_1_comm": weighted("pass_at_1_comm", "evaluated", ev),
+        # What constant predictors (and the heuristic) score on the same decisions.
+        **{
+            key: weighted(key, "evaluated", ev)
+            for key in sorted({k for s in stats for k in s if k.startswith("baseline_")})
+        },
         "latency_p50_s": _mean(s.get("latency_p50_s") for s in stats),
     }
 

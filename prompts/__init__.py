@@ -1,12 +1,16 @@
 """Prompt templates for the decision agent, loaded by name. Edit them freely.
 
 A prompt is a directory here (or anywhere, given by path) with ``system.md``, a static prefix
-the LLM server can keep cached, and ``user.md``, filled per decision with ``str.format``.
+the LLM server can keep cached, ``user.md``, filled per decision with ``str.format``, and
+optionally ``schema.json``, the answer's JSON schema (default :data:`DECISION_SCHEMA`). The
+schema's property order is the order the model writes them in: a prompt that puts
+``decision`` first lets the agent act on it while the rest is still being generated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -20,6 +24,7 @@ class DecisionPrompt:
     name: str
     system: str
     user_template: str
+    schema: dict = field(default_factory=lambda: DECISION_SCHEMA)
 
     def user(self, fields: dict) -> str:
         """The user message for one decision (``fields``: the metrics plus extras)."""
@@ -44,9 +49,31 @@ def load(name_or_path: str = DEFAULT_PROMPT) -> DecisionPrompt:
             f"unknown prompt {name_or_path!r}: expected a directory with system.md and user.md, "
             f"or one of {', '.join(available())}"
         )
+    schema = _schema(path / "schema.json") if (path / "schema.json").is_file() else None
     return DecisionPrompt(
-        path.name, (path / "system.md").read_text().strip(), (path / "user.md").read_text().strip()
+        path.name,
+        (path / "system.md").read_text().strip(),
+        (path / "user.md").read_text().strip(),
+        schema or DECISION_SCHEMA,
     )
+
+
+def _schema(path: Path) -> dict:
+    """A prompt's answer schema: the decision schema's fields and values, in any order."""
+    try:
+        schema = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON schema: {e}") from None
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    want = DECISION_SCHEMA["properties"]
+    if not isinstance(props, dict) or set(props) != set(want):
+        raise ValueError(f"{path}: the answer must have exactly the properties {sorted(want)}")
+    for key in ("decision", "expected_hit_pct", "expected_communication"):
+        if props[key].get("enum") != want[key]["enum"]:
+            raise ValueError(f"{path}: {key} must be one of {want[key]['enum']}")
+    if sorted(schema.get("required", [])) != sorted(DECISION_SCHEMA["required"]):
+        raise ValueError(f"{path}: every property must be required")
+    return schema
 
 
 #: The answer the decision prompt asks for, enforced as a grammar by the LLM server.
@@ -71,8 +98,12 @@ def decision_messages(prompt: DecisionPrompt, current: dict, history: list[str])
     ready lines about earlier decisions and their effects, oldest first.
     """
     since = current.get("since_replacement", -1)
+    net = current.get("round_swap_rows", 0) * (
+        current.get("round_admit_use", 0.0) - current.get("round_evict_use", 0.0)
+    )
     fields = {
         **current,
+        "round_net": net,
         "remaining_minibatches": max(current["total_minibatches"] - current["minibatch"] - 1, 0),
         "since_replacement_text": "none yet" if since < 0 else f"{since} minibatches ago",
         "history": "\n".join(history) or "- none yet",

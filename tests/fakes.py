@@ -86,7 +86,7 @@ class RuleAgent(_Recording):
             if known is None or known[0] != run_id:
                 self._deciders[trainer] = (run_id, make_decider(self.spec))
 
-    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
+    def decide(self, trainer: int, metrics: Metrics, early=None) -> AgentDecision:
         with self._lock:
             entry = self._deciders.get(trainer)
             if entry is None:
@@ -107,23 +107,31 @@ class InstantAgent(_Recording):
         super().__init__()
         self.decision = decision
 
-    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
+    def decide(self, trainer: int, metrics: Metrics, early=None) -> AgentDecision:
         answer = rule_decision(trainer, metrics.minibatch, self.decision, "instant")
         return self._record(trainer, metrics, answer)
 
 
 class SlowAgent(_Recording):
-    """Takes ``delay_s`` per decision, like an LLM would; ``close()`` cuts waits short."""
+    """Takes ``delay_s`` per decision, like an LLM would; ``close()`` cuts waits short.
 
-    def __init__(self, delay_s: float, decision: str = "replace"):
+    With ``early_s`` it knows the decision after ``early_s`` and says so through ``early``
+    (like a streamed, decision-first answer), then takes the rest of ``delay_s`` to finish.
+    """
+
+    def __init__(self, delay_s: float, decision: str = "replace", early_s: float | None = None):
         super().__init__()
         self.delay_s = delay_s
         self.decision = decision
+        self.early_s = early_s
         self._release = threading.Event()
 
-    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
+    def decide(self, trainer: int, metrics: Metrics, early=None) -> AgentDecision:
         t0 = time.monotonic()
-        self._release.wait(self.delay_s)
+        if self.early_s is not None and early is not None:
+            self._release.wait(self.early_s)
+            early(Decision(self.decision))
+        self._release.wait(max(0.0, self.delay_s - (time.monotonic() - t0)))
         answer = rule_decision(trainer, metrics.minibatch, self.decision, "slow")
         answer = dataclasses.replace(answer, latency_s=time.monotonic() - t0)
         return self._record(trainer, metrics, answer)
@@ -140,7 +148,7 @@ class FailingAgent(_Recording):
         super().__init__()
         self.error = error or RuntimeError("the model server is down")
 
-    def decide(self, trainer: int, metrics: Metrics) -> AgentDecision:
+    def decide(self, trainer: int, metrics: Metrics, early=None) -> AgentDecision:
         with self._lock:
             self.seen.append((trainer, metrics.minibatch))
         raise self.error

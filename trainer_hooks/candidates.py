@@ -5,6 +5,11 @@ multiplies by ``decay``) and the minibatch of its last miss. A replacement round
 ids missed in the last ``window`` minibatches with the highest count (ties: the smallest id).
 ``decay=1`` keeps plain counts.
 
+Beside the decayed count every tracked id keeps its plain miss count over the last ``span``
+minibatches (``wcounts``): what a decider is shown of the rows a round would admit ("missed 3
+times in the last 8 minibatches"), and whether a miss is a *repeat* (missed earlier in the
+span). Keeping it costs O(misses) a minibatch: the misses leaving the span are subtracted.
+
 The history survives a trip through the buffer: an id that enters takes its count along
 (:meth:`MissTracker.take`) and one that is evicted brings its buffer-side count back
 (:meth:`MissTracker.restore`), so an id's frequency is the same number wherever it lives,
@@ -20,6 +25,7 @@ import numba as nb
 import numpy as np
 
 from rudder.trainer_hooks import index as idx
+from rudder.trainer_hooks.metrics import DEFAULT_WINDOW
 from rudder.trainer_hooks.selection import smallest_k
 
 _NEVER = np.iinfo(np.int64).min // 2
@@ -40,28 +46,49 @@ def decayed(value, powers, steps):
 
 
 @nb.njit(cache=True)
-def _insert(table, keys, counts, last, n_cell, key):
+def _insert(table, keys, counts, last, wcounts, n_cell, key):
     n = n_cell[0]
     keys[n] = key
     counts[n] = 0.0
     last[n] = _NEVER
+    wcounts[n] = 0
     idx.insert(table, keys, key, n)
     n_cell[0] = n + 1
     return n
 
 
 @nb.njit(cache=True)
-def _record(table, keys, counts, last, n_cell, misses, t, powers):
+def _record(table, keys, counts, last, wcounts, n_cell, misses, t, powers):
+    """Count the misses; returns how many were repeats (missed earlier in the span)."""
+    repeats = 0
     for k in range(misses.shape[0]):
         key = misses[k]
         p = idx.find(table, keys, key)
         if p < 0:
-            p = _insert(table, keys, counts, last, n_cell, key)
+            p = _insert(table, keys, counts, last, wcounts, n_cell, key)
         if last[p] != _NEVER and counts[p] > 0.0:
             counts[p] = decayed(counts[p], powers, t - last[p]) + 1.0
         else:
             counts[p] = 1.0
         last[p] = t
+        if wcounts[p] > 0:
+            repeats += 1
+        wcounts[p] += 1
+    return repeats
+
+
+@nb.njit(cache=True)
+def _expire(table, keys, wcounts, misses):
+    for k in range(misses.shape[0]):
+        p = idx.find(table, keys, misses[k])
+        if p >= 0:
+            wcounts[p] -= 1
+
+
+@nb.njit(cache=True)
+def _window_counts(wcounts, pos, out):
+    for k in range(pos.shape[0]):
+        out[k] = wcounts[pos[k]] if pos[k] >= 0 else 0
 
 
 @nb.njit(cache=True)
@@ -78,11 +105,11 @@ def _take(table, keys, counts, last, ids, t, powers, out):
 
 
 @nb.njit(cache=True)
-def _restore(table, keys, counts, last, n_cell, ids, values, t):
+def _restore(table, keys, counts, last, wcounts, n_cell, ids, values, t):
     for k in range(ids.shape[0]):
         p = idx.find(table, keys, ids[k])
         if p < 0:
-            p = _insert(table, keys, counts, last, n_cell, ids[k])
+            p = _insert(table, keys, counts, last, wcounts, n_cell, ids[k])
         counts[p] = values[k]
         last[p] = t
 
@@ -97,9 +124,17 @@ def _ranks(counts, last, pos, t, powers, out):
 class MissTracker:
     """Decayed miss counts of non-buffered remote ids, and the top replacement candidates."""
 
-    def __init__(self, window: int = 1, decay: float = 1.0, initial_capacity: int = 1024):
+    def __init__(
+        self,
+        window: int = 1,
+        decay: float = 1.0,
+        initial_capacity: int = 1024,
+        span: int = DEFAULT_WINDOW,
+    ):
         if window < 1:
             raise ValueError(f"candidate window must be >= 1 minibatch, got {window}")
+        if span < 1:
+            raise ValueError(f"miss count span must be >= 1 minibatch, got {span}")
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"miss count decay must lie in (0, 1], got {decay}")
         self.window = int(window)
@@ -109,11 +144,15 @@ class MissTracker:
         self.keys = np.empty(cap, dtype=np.int64)
         self.counts = np.empty(cap, dtype=np.float64)
         self.last = np.empty(cap, dtype=np.int64)
+        self.wcounts = np.empty(cap, dtype=np.int32)
         self.table = idx.new_table(cap)
         self._n = np.zeros(1, dtype=np.int64)
         # The misses of the last `window` minibatches: candidates come from these alone, so a
         # round costs O(window x misses), not O(every id ever missed).
         self._recent: deque[np.ndarray] = deque(maxlen=self.window)
+        self.span = int(span)
+        self._span: deque[np.ndarray] = deque()  # the misses of the last `span` minibatches
+        self.repeats = 0  # misses of the latest minibatch that were missed within the span
 
     def __len__(self) -> int:
         return int(self._n[0])
@@ -124,7 +163,7 @@ class MissTracker:
             return
         cap = max(need, 2 * self.keys.shape[0])
         n = len(self)
-        for name in ("keys", "counts", "last"):
+        for name in ("keys", "counts", "last", "wcounts"):
             old = getattr(self, name)
             new = np.empty(cap, dtype=old.dtype)
             new[:n] = old[:n]
@@ -137,11 +176,15 @@ class MissTracker:
 
         Call once per minibatch, empty or not: the recency window counts calls.
         """
+        if len(self._span) == self.span:
+            _expire(self.table, self.keys, self.wcounts, self._span.popleft())
+        self.repeats = 0
         if misses.shape[0]:
             self._reserve(misses.shape[0])
-            args = (self.table, self.keys, self.counts, self.last, self._n)
-            _record(*args, misses, t, self.powers)
+            args = (self.table, self.keys, self.counts, self.last, self.wcounts, self._n)
+            self.repeats = int(_record(*args, misses, t, self.powers))
         self._recent.append(misses)
+        self._span.append(misses)
 
     def take(self, node_ids: np.ndarray, t: int) -> np.ndarray:
         """The ids' counts as of minibatch ``t`` (0 if unknown); they leave the tracker."""
@@ -154,7 +197,7 @@ class MissTracker:
         if node_ids.shape[0] == 0:
             return
         self._reserve(node_ids.shape[0])
-        args = (self.table, self.keys, self.counts, self.last, self._n)
+        args = (self.table, self.keys, self.counts, self.last, self.wcounts, self._n)
         _restore(*args, node_ids, np.asarray(counts, dtype=np.float64), t)
 
     def values(self, node_ids: np.ndarray, t: int) -> np.ndarray:
@@ -166,6 +209,14 @@ class MissTracker:
         vals = np.empty(int(known.sum()), dtype=np.float64)
         _ranks(self.counts, self.last, pos[known], t, self.powers, vals)
         out[known] = vals
+        return out
+
+    def span_counts(self, node_ids: np.ndarray) -> np.ndarray:
+        """How often each id was missed in the last ``span`` minibatches (int32)."""
+        pos = np.empty(node_ids.shape[0], dtype=np.int32)
+        idx.find_many(self.table, self.keys, node_ids, pos)
+        out = np.empty(node_ids.shape[0], dtype=np.int32)
+        _window_counts(self.wcounts, pos, out)
         return out
 
     def top(self, k: int, t: int) -> np.ndarray:
@@ -186,4 +237,5 @@ class MissTracker:
 
     def memory_bytes(self) -> int:
         """Bytes held by the tracker's arrays."""
-        return int(sum(a.nbytes for a in (self.keys, self.counts, self.last, self.table)))
+        arrays = (self.keys, self.counts, self.last, self.wcounts, self.table)
+        return int(sum(a.nbytes for a in arrays))

@@ -96,7 +96,7 @@ class MinibatchHook:
             epoch=epoch,
             local_inputs=local_inputs,
             buffer_fill=self.policy.buffer.size,
-            stale_slots=self.policy.stale_count() if self.channel else 0,
+            preview=self.policy.preview() if self.channel else None,
             sample_s=sample_s,
             fetch_s=fetch_s,
             compute_s=compute_s,

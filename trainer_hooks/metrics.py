@@ -16,6 +16,7 @@ from rudder.protocol import Metrics
 
 if TYPE_CHECKING:  # only for annotations: keeps this module (and deciders) free of numba
     from rudder.trainer_hooks.policies.base import Plan
+    from rudder.trainer_hooks.round_preview import RoundPreview
 
 DEFAULT_WINDOW = 8  # minibatches in the windowed %-hits and communication
 
@@ -56,7 +57,7 @@ class Accounting:
     total_minibatches: int = 0
     window: int = DEFAULT_WINDOW
     totals: Totals = field(default_factory=Totals)
-    _recent: deque = field(default_factory=deque)  # (hits, remote, rows) of the window
+    _recent: deque = field(default_factory=deque)  # (hits, remote, rows), last 2 windows
     _last_round: int = -1
     _last_replaced: int = 0
 
@@ -73,7 +74,7 @@ class Accounting:
         epoch: int = 0,
         local_inputs: int = 0,
         buffer_fill: int = 0,
-        stale_slots: int = 0,
+        preview: RoundPreview | None = None,
         sample_s: float = 0.0,
         fetch_s: float = 0.0,
         compute_s: float = 0.0,
@@ -96,11 +97,14 @@ class Accounting:
         tot.evicted += plan.evicted
 
         self._recent.append((plan.n_hits, plan.n_requested, plan.n_fetched))
-        if len(self._recent) > self.window:
+        if len(self._recent) > 2 * self.window:
             self._recent.popleft()
-        w_hits = sum(r[0] for r in self._recent)
-        w_remote = sum(r[1] for r in self._recent)
-        w_rows = sum(r[2] for r in self._recent)
+        recent = list(self._recent)
+        now, before = recent[-self.window :], recent[: -self.window]
+        w_hits = sum(r[0] for r in now)
+        w_remote = sum(r[1] for r in now)
+        w_rows = sum(r[2] for r in now)
+        pv = preview
         return Metrics(
             trainer=self.trainer,
             minibatch=mb,
@@ -116,7 +120,7 @@ class Accounting:
             hit_pct=_pct(plan.n_hits, plan.n_requested),
             hit_pct_window=_pct(w_hits, w_remote),
             hit_pct_cumulative=_pct(tot.hits, tot.remote_inputs),
-            rows_fetched_window=w_rows / len(self._recent),
+            rows_fetched_window=w_rows / len(now),
             replaced=replaced,
             last_replaced=self._last_replaced,
             last_replaced_pct=_pct(self._last_replaced, self.capacity),
@@ -124,8 +128,19 @@ class Accounting:
             replacements=tot.replacements,
             buffer_capacity=self.capacity,
             buffer_fill=buffer_fill,
-            stale_slots=stale_slots,
+            stale_slots=pv.stale_slots if pv else 0,
             sample_s=sample_s,
             fetch_s=fetch_s,
             compute_s=compute_s,
+            window=self.window,
+            hit_pct_prev_window=(
+                _pct(sum(r[0] for r in before), sum(r[1] for r in before))
+                if before
+                else _pct(w_hits, w_remote)
+            ),
+            repeat_miss_pct=_pct(pv.repeat_misses, plan.n_misses) if pv else 0.0,
+            round_swap_rows=pv.swap_rows if pv else 0,
+            round_evict_rows=pv.evict_rows if pv else 0,
+            round_evict_use=pv.evict_use if pv else 0.0,
+            round_admit_use=pv.admit_use if pv else 0.0,
         )

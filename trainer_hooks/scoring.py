@@ -53,6 +53,13 @@ def _values(scores, stamps, n, t, decay, out):
 
 
 @nb.njit(cache=True)
+def _values_at(scores, stamps, slots, t, decay, out):
+    for k in range(slots.shape[0]):
+        s = slots[k]
+        out[k] = _decayed(scores[s], decay, t - stamps[s])
+
+
+@nb.njit(cache=True)
 def _count_below(scores, stamps, n, t, decay, threshold):
     c = 0
     for s in range(n):
@@ -92,6 +99,14 @@ class ScoringRule:
         """Scores of slots ``0..n-1`` as of the end of minibatch ``t``."""
         out = np.empty(n, dtype=np.float64)
         _values(scores, stamps, n, t, self.decay, out)
+        return out
+
+    def values_at(
+        self, scores: np.ndarray, stamps: np.ndarray, slots: np.ndarray, t: int
+    ) -> np.ndarray:
+        """Scores of ``slots`` as of the end of minibatch ``t``."""
+        out = np.empty(slots.shape[0], dtype=np.float64)
+        _values_at(scores, stamps, slots, t, self.decay, out)
         return out
 
     def count_stale(self, scores: np.ndarray, stamps: np.ndarray, n: int, t: int) -> int:

@@ -45,9 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="replay a metrics trace through the agent: valid %%, Pass@1, replace/skip, latency",
         description="Feed a recorded metrics trace through the agent, decision by decision. "
         "The trace does not react to the decisions: Pass@1 asks whether each predicted "
-        "direction of %-hits and communication matches what the recorded run did next.",
+        "direction of windowed %-hits and communication matches what the recorded run did "
+        "next, printed beside the Pass@1 of constant predictors (baseline_replace_*, "
+        "baseline_skip_*) and of the heuristic (baseline_heuristic_*). Several traces, "
+        "models (--llm-model a,b) or prompts (--prompt a,b) give one table row each.",
     )
-    e.add_argument("--metrics-trace", required=True, type=Path)
+    e.add_argument("--metrics-trace", required=True, type=Path, action="append")
     e.add_argument("--decider", default="llm", help="llm, classifier:PATH, or a rule spec")
     e.add_argument("--every", type=positive_int, default=1, help="decide on every K-th record")
     e.add_argument("--limit", type=positive_int, help="at most N decisions")
@@ -70,9 +73,27 @@ def run_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# The columns of the comparison table (a single evaluation prints every statistic).
+EVAL_COLUMNS = (
+    "decisions",
+    "valid_pct",
+    "replace_pct",
+    "evaluated",
+    "pass_at_1_hits",
+    "baseline_replace_hits",
+    "baseline_skip_hits",
+    "baseline_heuristic_hits",
+    "pass_at_1_comm",
+    "latency_p50_s",
+    "answer_p50_s",
+)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     import contextlib
+    import itertools
 
+    from rudder.cli.common import format_table
     from rudder.controller.graph import build_agent
     from rudder.controller.offline import evaluate_metrics
     from rudder.decisions import DeciderSpec
@@ -80,25 +101,49 @@ def run_eval(args: argparse.Namespace) -> int:
     from rudder.metrics_trace import read_metrics_trace
 
     spec = DeciderSpec.parse(args.decider)
-    records = read_metrics_trace(args.metrics_trace)
-    agent = build_agent(spec, llm_url=args.llm_url, llm_model=args.llm_model, prompt=args.prompt)
+    traces = {path: read_metrics_trace(path) for path in args.metrics_trace}
+    models = (args.llm_model or "").split(",") if spec.is_llm else [""]
+    prompts = (args.prompt or "").split(",") if spec.is_llm else [""]
     out = open(args.decisions, "w") if args.decisions else None  # noqa: SIM115
-    ctx = llm_available(args.llm_url, args.llm_model) if spec.is_llm else contextlib.nullcontext()
+    ctx = (
+        llm_available(args.llm_url, models[0] or None) if spec.is_llm else contextlib.nullcontext()
+    )
+    results = []
     try:
         with ctx:
-            stats = evaluate_metrics(
-                agent,
-                records,
-                every=args.every,
-                limit=args.limit,
-                on_decision=(lambda d: out.write(json.dumps(d.to_dict()) + "\n")) if out else None,
-            )
+            for path, model, prompt in itertools.product(traces, models, prompts):
+                agent = build_agent(
+                    spec, llm_url=args.llm_url, llm_model=model or None, prompt=prompt or None
+                )
+                try:
+                    stats = evaluate_metrics(
+                        agent,
+                        traces[path],
+                        every=args.every,
+                        limit=args.limit,
+                        on_decision=(lambda d: out.write(json.dumps(d.to_dict()) + "\n"))
+                        if out
+                        else None,
+                    )
+                finally:
+                    agent.close()
+                results.append({"trace": str(path), "model": model, "prompt": prompt, **stats})
     finally:
         if out:
             out.close()
-        agent.close()
     if args.json:
-        args.json.write_text(json.dumps(stats, indent=2) + "\n")
-    for k, v in stats.items():
-        print(f"{k:22s} {v if not isinstance(v, float) else round(v, 3)}")
+        body = results[0] if len(results) == 1 else results
+        args.json.write_text(json.dumps(body, indent=2) + "\n")
+    if len(results) == 1:
+        for k, v in results[0].items():
+            if k not in ("trace", "model", "prompt"):
+                print(f"{k:24s} {v if not isinstance(v, float) else round(v, 3)}")
+        return 0
+    headers = ["trace", "model", "prompt", *EVAL_COLUMNS]
+    rows = [
+        [Path(r["trace"]).name, r["model"] or "-", r["prompt"] or "-"]
+        + [r.get(c) for c in EVAL_COLUMNS]
+        for r in results
+    ]
+    print(format_table(headers, rows))
     return 0

@@ -34,6 +34,7 @@ from rudder.protocol.endpoints import (
 from rudder.protocol.messages import (
     DECISIONS,
     ERROR_REASONS,
+    METRICS_VERSION,
     MODES,
     AgentDecision,
     Bye,
@@ -56,6 +57,7 @@ __all__ = [
     "IPC_PATH_MAX",
     "KINDS",
     "MAX_MESSAGE_BYTES",
+    "METRICS_VERSION",
     "MODES",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",

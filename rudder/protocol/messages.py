@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from rudder.decisions import DIRECTIONS, Decision
 
 DECISIONS: tuple[str, ...] = tuple(d.value for d in Decision)  # the wire values of Decision
+METRICS_VERSION = 2  # Metrics with the grounding fields (window, round_*, repeat_miss_pct)
 MODES = ("async", "sync")
 
 # The typed reasons an `error` message (and a ProtocolError) carries.
@@ -63,6 +64,15 @@ class Metrics:
     sample_s: float = 0.0
     fetch_s: float = 0.0
     compute_s: float = 0.0
+    # Version 2: the grounding (trainer_hooks.round_preview). What a replacement round after
+    # this minibatch would do, and how the access moves, over the last `window` minibatches.
+    window: int = 0  # minibatches behind the windowed figures (0: not reported)
+    hit_pct_prev_window: float = 0.0  # %-hits of the `window` minibatches before those
+    repeat_miss_pct: float = 0.0  # % of this minibatch's misses also missed in the window
+    round_swap_rows: int = 0  # rows a round would put in now
+    round_evict_rows: int = 0  # ... of them evicting an entry (the rest fill free slots)
+    round_evict_use: float = 0.0  # mean hits per row it would evict, over the window
+    round_admit_use: float = 0.0  # mean misses per row it would admit, over the window
 
     @property
     def remaining_minibatches(self) -> int:
@@ -73,11 +83,20 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, data: dict) -> Metrics:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error, not ignored."""
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error, not ignored.
+
+        A version-1 record (written before the grounding fields existed) is an error too: its
+        deciders' inputs would silently read as zeros.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown metrics fields: {sorted(unknown)}")
+        if "window" not in data:
+            raise ValueError(
+                "a metrics record of version 1 (no 'window' or round_* fields); this reader "
+                f"needs version {METRICS_VERSION}: record it again with this Rudder"
+            )
         return cls(**data)
 
 

@@ -18,6 +18,7 @@ from rudder.decisions import Decision
 from rudder.launcher.sidecars import AgentSidecars, SidecarError, sidecar_endpoints
 from rudder.protocol import (
     MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
     ErrorReply,
     Metrics,
     Ping,
@@ -137,8 +138,13 @@ def test_unknown_version_and_kind_are_rejected_with_reasons(sidecar):
         sock.send(msgpack.packb({"v": 99, "kind": "ping", "seq": 3}))
         err = reply(sock)
         assert err.reason == "unsupported_version" and err.seq == 3
-        assert "version(s) 1" in err.detail
-        sock.send(msgpack.packb({"v": 1, "kind": "teleport", "seq": 4}))
+        assert f"version(s) {PROTOCOL_VERSION}" in err.detail
+        # A version-1 trainer (metrics without the grounding) hears both versions.
+        sock.send(msgpack.packb({"v": 1, "kind": "ping", "seq": 6}))
+        err = reply(sock)
+        assert err.reason == "unsupported_version" and "version 1" in err.detail
+        assert f"version(s) {PROTOCOL_VERSION}" in err.detail
+        sock.send(msgpack.packb({"v": PROTOCOL_VERSION, "kind": "teleport", "seq": 4}))
         assert reply(sock).reason == "unknown_kind"
         sock.send(encode(Pong(seq=1)))  # valid protocol, but not for the agent
         assert reply(sock).reason == "unexpected_kind"

@@ -161,6 +161,20 @@ def test_sync_waits_for_every_decision(endpoint):
         assert [mb for _, mb in agent.seen] == list(range(7)) or len(agent.seen) >= 7
 
 
+def test_an_early_decision_reaches_the_trainer_before_the_answer_is_complete(endpoint):
+    """A decision-first answer: the trainer waits for the decision, not for the predictions."""
+    agent = SlowAgent(delay_s=1.0, decision="replace", early_s=0.05)
+    with serving(agent, endpoint), client(endpoint, mode="sync", sync_timeout_s=2.0) as c:
+        c.offer(metrics(0))
+        d, took = timed(c.decision_for, 1)
+        assert d is Decision.REPLACE and took < 0.6  # the full answer takes 1 s
+        assert wait_until(lambda: len(agent.seen) == 1, timeout_s=3.0)
+        c.offer(metrics(1))  # the agent is still finishing minibatch 0's answer
+        d, _ = timed(c.decision_for, 2)
+        assert d is Decision.REPLACE  # and then answers minibatch 1 the same way
+        assert [t for t, _ in c.applied] == [1, 2] and c.timeouts == 0
+
+
 def test_sync_timeout_skips_and_ignores_the_late_answer(endpoint):
     agent = SlowAgent(delay_s=0.4, decision="replace")
     with serving(agent, endpoint), client(endpoint, mode="sync", sync_timeout_s=0.1) as c:
@@ -328,7 +342,7 @@ class CheckingAgent(SlowAgent):
         self.active: dict[int, int] = {}
         self.overlaps = 0
 
-    def decide(self, trainer, m):
+    def decide(self, trainer, m, early=None):
         with self._lock:
             self.active[trainer] = self.active.get(trainer, 0) + 1
             self.overlaps += self.active[trainer] > 1

@@ -19,6 +19,7 @@ from rudder.protocol import (
     IPC_PATH_MAX,
     KINDS,
     MAX_MESSAGE_BYTES,
+    METRICS_VERSION,
     PROTOCOL_VERSION,
     AgentDecision,
     Bye,
@@ -143,7 +144,13 @@ def wire(**body) -> bytes:
 
 
 def good_metrics_body(**changes) -> dict:
-    body = {"v": 1, "kind": "metrics", "trainer": 0, "seq": 10, "metrics": metrics().to_dict()}
+    body = {
+        "v": PROTOCOL_VERSION,
+        "kind": "metrics",
+        "trainer": 0,
+        "seq": 10,
+        "metrics": metrics().to_dict(),
+    }
     body.update(changes)
     return body
 
@@ -156,7 +163,9 @@ def reject(data: bytes, reason: str) -> ProtocolError:
     return info.value
 
 
-@pytest.mark.parametrize("data", [b"\xc1", b"", b"\x92\x01", wire(v=1, kind="ping", seq=1) + b"x"])
+@pytest.mark.parametrize(
+    "data", [b"\xc1", b"", b"\x92\x01", wire(v=PROTOCOL_VERSION, kind="ping", seq=1) + b"x"]
+)
 def test_not_msgpack_is_malformed(data):
     assert "not a msgpack message" in str(reject(data, "malformed"))
 
@@ -170,19 +179,35 @@ def test_non_string_keys_are_malformed():
     reject(msgpack.packb({1: 2}), "malformed")
 
 
-@pytest.mark.parametrize("version", [None, 2, 0, "1", 1.0, True])
+@pytest.mark.parametrize("version", [None, 3, 0, "2", 2.0, True])
 def test_unknown_or_missing_version_names_the_supported_ones(version):
     body = {"kind": "ping", "seq": 7}
     if version is not None:
         body["v"] = version
     e = reject(msgpack.packb(body), "unsupported_version")
-    assert "version(s) 1" in str(e)
+    assert f"version(s) {PROTOCOL_VERSION}" in str(e)
     assert e.kind == "ping" and e.seq == 7  # enough to address the error reply
+
+
+def test_a_version_1_peer_is_told_both_versions():
+    """Version 1 metrics lack the grounding fields: the error names what each side speaks."""
+    e = reject(msgpack.packb({"v": 1, "kind": "ping", "seq": 7}), "unsupported_version")
+    assert "version 1" in str(e) and f"version(s) {PROTOCOL_VERSION}" in str(e)
+    assert PROTOCOL_VERSION == METRICS_VERSION == 2
+
+
+def test_a_version_1_metrics_record_is_refused_with_both_versions():
+    v2_only = {"window", "hit_pct_prev_window", "repeat_miss_pct"} | {
+        f.name for f in dataclasses.fields(Metrics) if f.name.startswith("round_")
+    }
+    v1 = {k: v for k, v in metrics().to_dict().items() if k not in v2_only}
+    with pytest.raises(ValueError, match=r"version 1.*needs version 2"):
+        Metrics.from_dict(v1)
 
 
 @pytest.mark.parametrize("kind", ["pang", None, 3, "Metrics"])
 def test_unknown_kind(kind):
-    body = {"v": 1, "seq": 1}
+    body = {"v": PROTOCOL_VERSION, "seq": 1}
     if kind is not None:
         body["kind"] = kind
     e = reject(msgpack.packb(body), "unknown_kind")
@@ -204,23 +229,26 @@ DECISION = {"trainer": 0, "minibatch": 1, "decision": "skip", "valid": True}
         (good_metrics_body(seq="10"), "metrics.seq must be int"),
         (good_metrics_body(trainer=True), "metrics.trainer must be int"),
         (good_metrics_body(extra=1), "unknown fields ['extra']"),
-        ({"v": 1, "kind": "metrics", "trainer": 0, "seq": 10}, "'metrics'"),
+        ({"v": PROTOCOL_VERSION, "kind": "metrics", "trainer": 0, "seq": 10}, "'metrics'"),
         (with_metrics(hits="3"), "metrics.hits must be int"),
         (with_metrics(hit_pct=None), "hit_pct must be float"),
         (with_metrics(bogus=1), "unknown fields ['bogus']"),
         (with_metrics(hits=DROP), "['hits']"),
         (good_metrics_body(metrics=[1, 2]), "must be a map"),
         (good_metrics_body(seq=11), "sent as trainer 0 seq 11"),
-        ({"v": 1, "kind": "ping"}, "ping misses required fields ['seq']"),
-        ({"v": 1, "kind": "hello", "trainer": 0, "mode": "fast"}, "mode must be one of"),
+        ({"v": PROTOCOL_VERSION, "kind": "ping"}, "ping misses required fields ['seq']"),
         (
-            {"v": 1, "kind": "hello", "trainer": 0, "info": {"num_nodes": 1.5}},
+            {"v": PROTOCOL_VERSION, "kind": "hello", "trainer": 0, "mode": "fast"},
+            "mode must be one of",
+        ),
+        (
+            {"v": PROTOCOL_VERSION, "kind": "hello", "trainer": 0, "info": {"num_nodes": 1.5}},
             "num_nodes must be int",
         ),
-        ({"v": 1, "kind": "error", "reason": "because"}, "reason must be one of"),
+        ({"v": PROTOCOL_VERSION, "kind": "error", "reason": "because"}, "reason must be one of"),
         (
             {
-                "v": 1,
+                "v": PROTOCOL_VERSION,
                 "kind": "decision",
                 "trainer": 0,
                 "seq": 1,
@@ -230,7 +258,7 @@ DECISION = {"trainer": 0, "minibatch": 1, "decision": "skip", "valid": True}
         ),
         (
             {
-                "v": 1,
+                "v": PROTOCOL_VERSION,
                 "kind": "decision",
                 "trainer": 0,
                 "seq": 1,
@@ -239,7 +267,13 @@ DECISION = {"trainer": 0, "minibatch": 1, "decision": "skip", "valid": True}
             "decision.valid must be bool",
         ),
         (
-            {"v": 1, "kind": "stats_reply", "seq": 1, "server": {}, "trainers": {"x": {}}},
+            {
+                "v": PROTOCOL_VERSION,
+                "kind": "stats_reply",
+                "seq": 1,
+                "server": {},
+                "trainers": {"x": {}},
+            },
             "id -> map",
         ),
     ],
@@ -255,7 +289,9 @@ def test_bad_field_keeps_what_addresses_the_reply():
 
 
 def test_oversized_is_rejected_on_both_sides():
-    big = msgpack.packb({"v": 1, "kind": "bye", "trainer": 0, "reason": "x" * MAX_MESSAGE_BYTES})
+    big = msgpack.packb(
+        {"v": PROTOCOL_VERSION, "kind": "bye", "trainer": 0, "reason": "x" * MAX_MESSAGE_BYTES}
+    )
     assert "limit 65536" in str(reject(big, "oversized"))
     with pytest.raises(ProtocolError) as info:
         encode(Bye(trainer=0, reason="x" * MAX_MESSAGE_BYTES))
@@ -268,7 +304,9 @@ def test_unencodable_values_are_a_protocol_error():
 
 
 def test_ext_types_are_inert_and_rejected():
-    data = msgpack.packb({"v": 1, "kind": "ping", "seq": msgpack.ExtType(5, b"code")})
+    data = msgpack.packb(
+        {"v": PROTOCOL_VERSION, "kind": "ping", "seq": msgpack.ExtType(5, b"code")}
+    )
     reject(data, "bad_field")
 
 

@@ -37,10 +37,10 @@ def test_additive_sequence():
     assert _values_by_id(p) == {1: 1.0, 2: 1.0}
     p.step(_ids(1))  # 1: 1 + 1 = 2; 2 idle: 0.5
     assert _values_by_id(p) == pytest.approx({1: 2.0, 2: 0.5})
-    assert p.stale_count() == 0
+    assert p.preview().stale_slots == 0
     p.step(_ids(1))  # 1: min(3, 2.5); 2: 0.25 < 0.3, stale
     assert _values_by_id(p) == pytest.approx({1: 2.5, 2: 0.25})
-    assert p.stale_count() == 1
+    assert p.preview().stale_slots == 1
     p.step(_ids())  # both idle
     assert _values_by_id(p) == pytest.approx({1: 1.25, 2: 0.125})
     p.step(_ids(2))  # a stale entry hit again recovers: 0.125 + 1 (no decay when hit)
@@ -56,10 +56,10 @@ def test_multiplicative_sequence_stale_after_more_than_period_idle():
     assert _values_by_id(p) == pytest.approx({1: 1.0, 2: 0.5})
     p.step(_ids())  # 2 idle twice: exactly on the threshold, not stale
     assert _values_by_id(p) == pytest.approx({1: 0.5, 2: 0.25})
-    assert p.stale_count() == 0
+    assert p.preview().stale_slots == 0
     p.step(_ids())  # 2 idle three times (> period): stale; 1 idle twice: not yet
     assert _values_by_id(p) == pytest.approx({1: 0.25, 2: 0.125})
-    assert p.stale_count() == 1
+    assert p.preview().stale_slots == 1
 
 
 def test_replacement_evicts_the_stale_and_admits_the_most_missed():

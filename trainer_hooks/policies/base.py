@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from rudder.trainer_hooks.buffer import PersistentBuffer
+from rudder.trainer_hooks.round_preview import RoundPreview
 
 NO_SLOTS = np.empty(0, dtype=np.int32)
 NO_SRC = np.empty(0, dtype=np.int64)
@@ -147,9 +148,12 @@ class Policy(ABC):
         """Write rows in admission order: ``admitted_rows[k]`` goes to ``admit_slots[k]``."""
         self.buffer.write_rows(plan.admit_slots, admitted_rows)
 
-    def stale_count(self) -> int:
-        """Slots a replacement round could refill right now (free slots included)."""
-        return self.capacity - self.buffer.size
+    def preview(self) -> RoundPreview:
+        """What a replacement round after the latest minibatch would do (the deciders' view).
+
+        Policies without rounds can only say how many slots are free.
+        """
+        return RoundPreview(stale_slots=self.capacity - self.buffer.size)
 
 
 def demand_step(buffer: PersistentBuffer, ids: np.ndarray, kernel, *state) -> Plan:

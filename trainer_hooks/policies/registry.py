@@ -173,4 +173,4 @@ def warm_up(name: str | PolicySpec, feat_dim: int = 0) -> None:
     policy.prefill()
     for b in batches:
         policy.step(b, replace=True)
-    policy.stale_count()
+    policy.preview()

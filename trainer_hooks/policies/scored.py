@@ -29,6 +29,7 @@ from rudder.trainer_hooks import index as idx
 from rudder.trainer_hooks.buffer import PersistentBuffer
 from rudder.trainer_hooks.candidates import MissTracker, decayed
 from rudder.trainer_hooks.policies.base import Plan, Policy
+from rudder.trainer_hooks.round_preview import RoundPreview, SlotSample, preview
 from rudder.trainer_hooks.scoring import ScoringRule
 from rudder.trainer_hooks.selection import smallest_k
 
@@ -94,6 +95,7 @@ class ScoredPolicy(Policy):
         self.margin = float(admission_margin)
         self._pool = np.empty(0, dtype=np.int32)  # the weakest slots (see _weak_pool)
         self._pool_t = 0
+        self.sample = SlotSample(self.capacity, span=self.candidates.span)
         if self.margin < 0:
             raise ValueError(f"admission margin must be >= 0, got {admission_margin}")
 
@@ -118,13 +120,19 @@ class ScoredPolicy(Policy):
             -1,
             self.scoring.initial_score,
         )
+        self.sample.on_assign(slots, -1)
         return Plan.prefill_of(new_ids, slots)
 
-    def stale_count(self) -> int:
-        b = self.buffer
-        free = self.capacity - b.size
-        # Metrics are reported after minibatch t-1 was stepped.
-        return free + self.scoring.count_stale(b.scores, b.stamps, b.size, self.t - 1)
+    def preview(self) -> RoundPreview:
+        """The round a *replace* would run after the latest minibatch, from the slot sample."""
+        b, t = self.buffer, self.t - 1  # metrics are reported after minibatch t was stepped
+        pos = self.sample.occupied(b.size)
+        values = self.scoring.values_at(b.scores, b.stamps, self.sample.slots[pos], t)
+        cands = self.candidates.top(self.capacity, t)
+        counts = self.candidates.span_counts(cands)
+        return preview(
+            self.sample, values, self.scoring.threshold, b.size, counts, self.candidates.repeats
+        )
 
     def _victims(self, t: int, k: int) -> np.ndarray:
         """Up to ``k`` replaceable slots, best first: free slots, then stale by rising score."""
@@ -180,6 +188,7 @@ class ScoredPolicy(Policy):
     def _step(self, ids: np.ndarray, replace: bool) -> Plan:
         t, b = self.t, self.buffer
         slots = b.lookup(ids)
+        self.sample.on_hits(slots, t)
         _credit(b.freq, b.stamps, slots, t, self.candidates.powers)
         self.scoring.on_hits(b.scores, b.stamps, slots, t)
         misses = ids[slots < 0]
@@ -220,6 +229,7 @@ class ScoredPolicy(Policy):
             t,
             self.scoring.initial_score,
         )
+        self.sample.on_assign(victims, t)
         b.freq[victims] = carried
 
         # One pull: the misses, then the candidates that are not misses of this minibatch.

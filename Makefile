@@ -30,7 +30,7 @@ TRAIN := --partitions $(RUN_DIR)/parts --machines 2 --trainers 1 --epochs 60 --b
 run: $(STAMP)
 	$(BIN)/rudder graph generate --nodes 100000 --avg-degree 20 --communities 32 --feat-dim 100 --classes 16 --out $(RUN_DIR)/graph
 	$(BIN)/rudder graph partition --graph $(RUN_DIR)/graph --parts 2 --out $(RUN_DIR)/parts
-	$(BIN)/rudder models fetch qwen2.5-coder-1.5b
+	$(BIN)/rudder models fetch qwen2.5-coder-0.5b
 	$(BIN)/rudder train $(TRAIN) --policy none --out $(RUN_DIR)/none
 	$(BIN)/rudder train $(TRAIN) --policy rudder --decider heuristic --buffer 0.25 --record-trace --out $(RUN_DIR)/heuristic
 	$(BIN)/rudder train $(TRAIN) --policy rudder --decider llm --buffer 0.25 --out $(RUN_DIR)/llm

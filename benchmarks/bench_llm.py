@@ -1,7 +1,7 @@
 """The local LLM as the agent uses it: seconds per decision, tokens/s, memory, server overhead.
 
-Decision prompts are the agent's real ones (``prompts/decision-v1``) filled from the metrics of
-a replay of the golden trace. Each model answers the same N prompts twice: through
+Decision prompts are the agent's real ones (the default, ``prompts/decision-v3``, with its answer
+schema) filled from the metrics of a replay of the golden trace. Each model answers the same N prompts twice: through
 ``rudder llm serve`` with the official ``ollama`` client (JSON-schema output, temperature 0),
 and by calling llama.cpp directly in-process with the same request; the two never run at the
 same time. Run-to-run noise on a shared 2-core machine is ~10%, so the overhead is also measured
@@ -28,12 +28,12 @@ import psutil
 from rudder.llm import models
 from rudder.llm.embedded import answers
 from rudder.llm.engine import Engine
-from rudder.prompts import DECISION_SCHEMA as SCHEMA
 from rudder.prompts import decision_messages, load, metrics_history
 from rudder.trainer_hooks.replay import ReplayConfig, replay
 from rudder.trainer_hooks.trace import load_trace
 
 OPTIONS = {"temperature": 0, "seed": 7, "num_predict": 100, "num_ctx": 2048}
+SCHEMA = load().schema
 GOLDEN = Path(__file__).parents[1] / "tests" / "fixtures" / "golden" / "trace-rank-0.npz"
 
 

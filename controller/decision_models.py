@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rudder.decisions import Decider, DeciderSpec, Decision, implied_effects
+from rudder.llm.catalog import DEFAULT_MODEL
 from rudder.llm.defaults import DEFAULT_LLM_URL
 from rudder.prompts import DECISION_SCHEMA, DEFAULT_PROMPT, decision_messages, load
 from rudder.protocol import DECISIONS, DIRECTIONS, Metrics
@@ -50,7 +51,7 @@ class LLMConfig:
     """How the agent calls its LLM (through the Ollama API)."""
 
     url: str = DEFAULT_LLM_URL
-    model: str = "qwen2.5-coder-1.5b"
+    model: str = DEFAULT_MODEL
     prompt: str = DEFAULT_PROMPT
     temperature: float = 0.0
     seed: int = 7

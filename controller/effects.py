@@ -108,12 +108,12 @@ def evaluate(landed: dict, after: dict, bands: tuple[float, float]) -> dict:
 
 
 def history_line(rec: dict) -> str:
-    """One evaluated decision, as the agent's prompt shows it."""
+    """One evaluated decision, as the agent's prompt shows it (short: it is read every time)."""
     b, a = rec["before"], rec["after"]
     return (
-        f"- minibatch {rec['minibatch']}: {rec['decision']} (you expected %-hits "
-        f"{rec.get('expected_hit_pct') or '-'}); windowed hit_pct {b['hit_pct_window']:.1f} -> "
-        f"{a['hit_pct_window']:.1f} ({rec['observed_hit_pct']}), rows fetched per minibatch "
+        f"- {rec['decision']} at minibatch {rec['minibatch']} (you expected "
+        f"{rec.get('expected_hit_pct') or '-'}): %-hits {b['hit_pct_window']:.0f} -> "
+        f"{a['hit_pct_window']:.0f} {rec['observed_hit_pct']}, rows "
         f"{b['rows_fetched_window']:.0f} -> {a['rows_fetched_window']:.0f} "
-        f"({rec['observed_communication']})"
+        f"{rec['observed_communication']}"
     )

@@ -17,7 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     RUDDER_MODELS_DIR=/models \
     RUDDER_LLM_URL=http://ollama:11434 \
-    RUDDER_LLM_MODEL=qwen2.5-coder-1.5b
+    RUDDER_LLM_MODEL=qwen2.5-coder-0.5b
 
 # The same uid as the trainer image: both sides of the ipc socket can use it.
 RUN useradd --create-home --uid 10001 --shell /bin/bash rudder \

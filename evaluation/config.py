@@ -58,7 +58,7 @@ class TrainSpec:
 class LLMSpec:
     """The LLM behind `rudder:llm` (served locally unless something answers at ``url``)."""
 
-    model: str | None = None  # default: the agent's (qwen2.5-coder-1.5b)
+    model: str | None = None  # default: the agent's (qwen2.5-coder-0.5b)
     url: str = DEFAULT_LLM_URL
     prompt: str | None = None  # default: the agent's
 
@@ -335,6 +335,16 @@ DEFAULT = BenchConfig(
             variants=_DRIFT_VARIANTS,
             buffers=(0.05, 0.25),
             epochs=10,
+        ),
+        # The LLM agent deciding synchronously on a drift workload: every decision waits for
+        # the model, so short, beside the rules it must beat at the same length.
+        Group(
+            name="drift-sync",
+            dataset="drift",
+            scenarios=("locality",),
+            variants=("none", "rudder:always", "rudder:heuristic", "rudder:llm"),
+            modes=("sync",),
+            epochs=3,
         ),
     ),
 )

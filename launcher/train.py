@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,11 @@ class TrainConfig:
             raise ValueError(f"timeout must be positive, got {self.timeout_s} s")
         if not 1024 <= self.port <= 65000:
             raise ValueError(f"port must lie in 1024..65000, got {self.port}")
+        if not 0 <= self.llm_nice <= 19 or self.llm_threads < 1:
+            raise ValueError(
+                f"--llm-nice takes 0..19 and --llm-threads >= 1, got {self.llm_nice} and "
+                f"{self.llm_threads}"
+            )
 
 
 class TrainingError(RuntimeError):
@@ -283,13 +290,14 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             f"{cfg.options.epochs} epochs"
         )
         llm = DeciderSpec.parse(cfg.options.decider).is_llm
+        server = None
         with contextlib.ExitStack() as stack:
             (out / "logs").mkdir(parents=True, exist_ok=True)
             if agent_endpoints:
                 # The LLM first (the sidecars call it), then the sidecars (the trainers say
                 # hello at start-up); all stopped after the trainers.
                 if llm:
-                    stack.enter_context(
+                    server = stack.enter_context(
                         llm_available(
                             cfg.agent_options.get("llm_url", DEFAULT_LLM_URL),
                             cfg.agent_options.get("llm_model"),
@@ -315,9 +323,11 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
                 )
             # The supervisor logs its own events (starts, exits, stops).
             sup = stack.enter_context(Supervisor(cluster, out / "logs", timeout_s=cfg.timeout_s))
+            cpu0, wall0 = (server.cpu_s() if server else None), time.monotonic()
             for spec in _specs(cfg, wc, cluster, run_config, run_id, agent_endpoints):
                 sup.start(spec)
             report = sup.wait()
+            llm_cpu = _llm_cpu(server, cpu0, time.monotonic() - wall0, cfg)
             agent_stats = collect_agent_stats(agent_endpoints)
     if loopback:
         n = _remove_loopback_shm(run_id)
@@ -332,5 +342,23 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
         write_summary(out, {"ok": False, "reason": str(e), "run_id": run_id})
         raise
     summary["agent"] = agent_stats
+    if llm_cpu:
+        summary["llm_server"] = llm_cpu
     write_summary(out, summary)
     return summary
+
+
+def _llm_cpu(server, cpu0: float | None, wall_s: float, cfg: TrainConfig) -> dict | None:
+    """The LLM server's CPU use while the trainers ran: seconds, and its share of the host."""
+    cpu1 = server.cpu_s() if server is not None else None
+    if cpu0 is None or cpu1 is None or wall_s <= 0:
+        return None
+    cores = os.cpu_count() or 1
+    return {
+        "cpu_s": round(cpu1 - cpu0, 3),
+        "wall_s": round(wall_s, 3),
+        "host_cores": cores,
+        "cpu_share_pct": round(100.0 * (cpu1 - cpu0) / (wall_s * cores), 2),
+        # threads and priority of a server this run started (another one's are its own)
+        **({"threads": cfg.llm_threads, "nice": cfg.llm_nice} if server else {}),
+    }

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -38,6 +39,43 @@ def answers(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
+@dataclass(slots=True)
+class LLMServer:
+    """What :func:`llm_available` yields: true if that call started the server (its pid)."""
+
+    url: str
+    pid: int | None = None  # the server this call started (None: one was running already)
+
+    def __bool__(self) -> bool:
+        return self.pid is not None
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds the server has used so far (all its threads); None if unknown.
+
+        A server this call did not start is found by the local port it listens on.
+        """
+        import psutil
+
+        pid = self.pid
+        try:
+            if pid is None:
+                port = urlparse(self.url).port or DEFAULT_LLM_PORT
+                pid = next(
+                    (
+                        c.pid
+                        for c in psutil.net_connections("tcp")
+                        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                    ),
+                    None,
+                )
+            if pid is None:
+                return None
+            t = psutil.Process(pid).cpu_times()
+        except (psutil.Error, ValueError):
+            return None
+        return t.user + t.system
+
+
 @contextlib.contextmanager
 def llm_available(
     url: str = DEFAULT_LLM_URL,
@@ -45,17 +83,18 @@ def llm_available(
     *,
     threads: int = 2,
     ctx: int = 2048,
+    parallel: int = 2,
     nice: int = 0,
     start_timeout_s: float = 180.0,
     log_file: Path | None = None,
-) -> Iterator[bool]:
-    """Make sure an LLM answers at ``url``; yields True if this call started one.
+) -> Iterator[LLMServer]:
+    """Make sure an LLM answers at ``url``; yields an :class:`LLMServer` (true if started here).
 
     ``nice`` lowers a started server's CPU priority (``rudder llm serve --nice``).
     """
     if answers(url):
         log.info("using the LLM server at %s", url)
-        yield False
+        yield LLMServer(url)
         return
     parsed = urlparse(url)
     if parsed.hostname not in _LOCAL_HOSTS:
@@ -80,6 +119,8 @@ def llm_available(
         str(threads),
         "--ctx",
         str(ctx),
+        "--parallel",
+        str(parallel),
         "--nice",
         str(nice),
     ]
@@ -99,7 +140,7 @@ def llm_available(
                     f"the embedded LLM server did not answer within {start_timeout_s:g} s"
                 )
             time.sleep(0.2)
-        yield True
+        yield LLMServer(url, proc.pid)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -1,13 +1,16 @@
-"""One llama.cpp model in memory, answering chat and completion requests one at a time.
+"""One llama.cpp model in memory, answering chat and completion requests.
 
 Backed by xllamacpp (prebuilt llama.cpp wheels; see docs/llm.md for why not
-llama-cpp-python). Requests are serialised: a single slot keeps the KV cache of the last
-prompt, so a prompt that starts with the same static system prefix reuses it. Ollama's request
-vocabulary (``format``, ``options``) is translated here into llama.cpp's.
+llama-cpp-python). ``parallel`` slots decode side by side (llama.cpp batches them into one
+forward pass per token), so one client's request never queues behind another's whole answer;
+each slot keeps the KV cache of its last prompt, so a prompt that starts with the same static
+system prefix reuses it. Ollama's request vocabulary (``format``, ``options``) is translated
+here into llama.cpp's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -120,30 +123,72 @@ def _result(resp: dict, load_ns: int) -> Result:
     )
 
 
-class Engine:
-    """A resident model. ``chat`` and ``complete`` run one at a time (a lock), by design."""
+class SharedLock:
+    """Many holders in shared mode (requests), or one in exclusive mode (a reload or a swap)."""
 
-    def __init__(self, path: str | Path, *, threads: int = 2, ctx: int = 2048):
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True  # new shared holders wait from here on
+            self._cond.wait_for(lambda: self._shared == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class Engine:
+    """A resident model with ``parallel`` slots of ``ctx`` tokens each.
+
+    ``chat`` and ``complete`` may be called from several threads: up to ``parallel`` run at
+    once (llama.cpp queues the rest); a request with another context size reloads the model
+    once the running ones are done.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int = 2, ctx: int = 2048, parallel: int = 1):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
+        if parallel < 1:
+            raise ValueError(f"parallel slots must be >= 1, got {parallel}")
         self.threads = threads
-        self._lock = threading.Lock()
+        self.parallel = parallel
+        self._lock = SharedLock()
         self._server = None
         self.ctx = 0
         self.load_s = 0.0
         self._load(ctx)
 
     def _load(self, ctx: int) -> int:
-        """(Re)load the model with a context of ``ctx`` tokens; returns nanoseconds taken."""
+        """(Re)load the model with ``ctx`` tokens per slot; returns nanoseconds taken."""
         import xllamacpp as xlc
 
         t0 = time.perf_counter()
         self._server = None  # free the old context before allocating a new one
         p = xlc.CommonParams()
         p.model.path = str(self.path)
-        p.n_ctx = ctx
-        p.n_parallel = 1  # one slot: one request at a time, its KV cache kept for the next
+        p.n_ctx = ctx * self.parallel  # llama.cpp divides the context among the slots
+        p.n_parallel = self.parallel
         p.cache_prompt = True
         p.cpuparams.n_threads = self.threads
         p.cpuparams_batch.n_threads = self.threads
@@ -155,8 +200,9 @@ class Engine:
         self.ctx = ctx
         self.load_s = time.perf_counter() - t0
         log.info(
-            "loaded %s (context %d, %d threads) in %.2f s",
+            "loaded %s (%d slots of %d tokens, %d threads) in %.2f s",
             self.path.name,
+            self.parallel,
             ctx,
             self.threads,
             self.load_s,
@@ -166,12 +212,14 @@ class Engine:
     def _call(
         self, method: str, req: dict, num_ctx: int | None, on_delta: Callable[[str], None] | None
     ) -> Result:
-        with self._lock:
-            load_ns = 0
-            if num_ctx is not None and num_ctx != self.ctx:
-                if not 64 <= num_ctx <= 131072:
-                    raise InvalidRequestError(f"num_ctx must lie in 64..131072, got {num_ctx}")
-                load_ns = self._load(num_ctx)  # Ollama reloads on a new context size too
+        load_ns = 0
+        if num_ctx is not None and num_ctx != self.ctx:
+            if not 64 <= num_ctx <= 131072:
+                raise InvalidRequestError(f"num_ctx must lie in 64..131072, got {num_ctx}")
+            with self._lock.exclusive():
+                if num_ctx != self.ctx:  # another request may have reloaded it meanwhile
+                    load_ns = self._load(num_ctx)  # Ollama reloads on a new context size too
+        with self._lock.shared():
             handler = getattr(self._server, method)
             if on_delta is None:
                 resp = handler(req)
@@ -238,5 +286,5 @@ class Engine:
         return self._call("handle_completions", req, (options or {}).get("num_ctx"), on_delta)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock.exclusive():
             self._server = None

@@ -11,6 +11,7 @@ to the client. Binds 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -26,7 +27,7 @@ from typing import Any
 
 from rudder.llm import models
 from rudder.llm.defaults import DEFAULT_LLM_HOST, DEFAULT_LLM_PORT
-from rudder.llm.engine import Engine, EngineError, InvalidRequestError, Result
+from rudder.llm.engine import Engine, EngineError, InvalidRequestError, Result, SharedLock
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ class ServeConfig:
     host: str = DEFAULT_LLM_HOST
     port: int = DEFAULT_LLM_PORT
     threads: int = 2
-    ctx: int = 2048
+    ctx: int = 2048  # tokens per slot
+    parallel: int = 2  # slots: requests decoded side by side (one agent per trainer on a node)
 
 
 class ModelHost:
@@ -69,19 +71,35 @@ class ModelHost:
         self.config = config
         self._extra = {} if card else {Path(path).stem: path}  # a model served from a path
         self.name = card.name if card else Path(path).stem
-        self.engine = Engine(path, threads=config.threads, ctx=config.ctx)
-        self.lock = threading.Lock()  # one request (and any swap) at a time
+        self.engine = self._engine(path)
+        # Requests share the resident model; swapping in another one waits for them.
+        self.lock = SharedLock()
+
+    def _engine(self, path: str | Path) -> Engine:
+        c = self.config
+        return Engine(path, threads=c.threads, ctx=c.ctx, parallel=c.parallel)
+
+    @contextlib.contextmanager
+    def use(self, requested: str):
+        """The engine for ``requested`` (swapped in if needed) and the swap time in ns."""
+        swap_ns = 0
+        while True:
+            with self.lock.shared():
+                if _base_name(requested) == self.name:
+                    yield self.engine, swap_ns
+                    return
+            with self.lock.exclusive():
+                if _base_name(requested) != self.name:
+                    swap_ns = self._swap(requested)
 
     def available(self) -> dict[str, tuple[models.ModelCard | None, Path]]:
         found = {m.name: (m.card, Path(m.path)) for m in models.installed()}
         found.update({n: (None, Path(p)) for n, p in self._extra.items()})
         return found
 
-    def engine_for(self, requested: str) -> tuple[Engine, int]:
-        """The engine for ``requested`` (swapping models if needed) and the load time in ns."""
+    def _swap(self, requested: str) -> int:
+        """Load ``requested`` in place of the resident model; the load time in ns."""
         name = _base_name(requested)
-        if name == self.name:
-            return self.engine, 0
         avail = self.available()
         if name not in avail:
             choices = ", ".join(sorted(f"{n}:latest" for n in avail)) or "none"
@@ -92,9 +110,9 @@ class ModelHost:
             )
         t0 = time.perf_counter()
         self.engine.close()
-        self.engine = Engine(avail[name][1], threads=self.config.threads, ctx=self.config.ctx)
+        self.engine = self._engine(avail[name][1])
         self.name = name
-        return self.engine, int((time.perf_counter() - t0) * 1e9)
+        return int((time.perf_counter() - t0) * 1e9)
 
     def describe(self, name: str) -> dict:
         card, path = self.available().get(_base_name(name), (None, None))
@@ -332,9 +350,8 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(stream, bool):
             raise HTTPError(HTTPStatus.BAD_REQUEST, "field 'stream' must be true or false")
         t0 = time.perf_counter_ns()
-        with self.host.lock:
-            engine, swap_ns = self.host.engine_for(name)
-            model = f"{self.host.name}:latest"
+        with self.host.use(name) as (engine, swap_ns):
+            model = f"{_base_name(name)}:latest"
             if not stream:
                 result = run(engine, options, fmt, None)
                 reply = {"model": model, "created_at": _now(), **_stats(result, 0)}

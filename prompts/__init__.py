@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).parent
-DEFAULT_PROMPT = "decision-v1"
+DEFAULT_PROMPT = "decision-v3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +107,8 @@ def decision_messages(prompt: DecisionPrompt, current: dict, history: list[str])
         "remaining_minibatches": max(current["total_minibatches"] - current["minibatch"] - 1, 0),
         "since_replacement_text": "none yet" if since < 0 else f"{since} minibatches ago",
         "history": "\n".join(history) or "- none yet",
+        # The last two only: each line is ~35 tokens the model reads on every decision.
+        "history_recent": "\n".join(history[-2:]) or "- none yet",
     }
     return [
         {"role": "system", "content": prompt.system},

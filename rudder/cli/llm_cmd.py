@@ -36,7 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--host", default=DEFAULT_LLM_HOST)
     s.add_argument("--port", type=int, default=DEFAULT_LLM_PORT)
     s.add_argument("--threads", type=positive_int, default=2)
-    s.add_argument("--ctx", type=positive_int, default=2048, help="context size in tokens")
+    s.add_argument("--ctx", type=positive_int, default=2048, help="context size per slot, tokens")
+    s.add_argument(
+        "--parallel",
+        type=positive_int,
+        default=2,
+        help="slots decoded side by side: a request never waits for another's whole answer",
+    )
     s.add_argument(
         "--nice",
         type=int,
@@ -63,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--history", type=positive_int, default=4, help="earlier records shown as history"
     )
-    a.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v1)")
+    a.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v3)")
     a.add_argument("--llm-url", default=llm_url_from_env())
     a.add_argument("--llm-model", default=llm_model_from_env())
     a.set_defaults(func=run_ask)
@@ -93,6 +99,7 @@ def run_serve(args: argparse.Namespace) -> int:
             port=args.port,
             threads=args.threads,
             ctx=args.ctx,
+            parallel=args.parallel,
         )
     )
     return 0

@@ -20,9 +20,10 @@ def add_llm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--llm-model",
         default=llm_model_from_env(),
-        help="model name (default: qwen2.5-coder-1.5b)",
+        help="model name; prompt eval takes several, joined by commas "
+        "(default: qwen2.5-coder-0.5b)",
     )
-    p.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v1)")
+    p.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v3)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = psub.add_parser("render", help="print the exact messages the LLM gets for one minibatch")
     r.add_argument("--metrics-trace", required=True, type=Path, help="metrics JSON lines")
     r.add_argument("--at", type=int, default=-1, help="record index (default: the last)")
-    r.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v1)")
+    r.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v3)")
     r.add_argument(
         "--history-decider",
         default="never",

@@ -57,6 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="async: training never waits (stale requests dropped); sync: it waits",
     )
     add_llm_args(p)
+    p.add_argument(
+        "--llm-threads",
+        type=positive_int,
+        default=None,
+        help="threads of the LLM server the run starts (default: see docs/llm.md)",
+    )
+    p.add_argument(
+        "--llm-nice",
+        type=int,
+        default=None,
+        help="its CPU priority, 0..19, below training's (default: see docs/llm.md)",
+    )
     p.add_argument("--checkpoint", help="agent sidecar: the agent's history database (SQLite)")
     p.add_argument(
         "--buffer",
@@ -196,6 +208,11 @@ def run_train(args: argparse.Namespace) -> int:
         agent_options=agent_options,
         script=args.script,
         script_args=tuple(a for a in args.script_args if a != "--"),
+        **{
+            k: v
+            for k, v in {"llm_threads": args.llm_threads, "llm_nice": args.llm_nice}.items()
+            if v is not None
+        },
     )
     try:
         s = run(cfg)

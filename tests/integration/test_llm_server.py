@@ -101,6 +101,36 @@ def test_chat_ollama_invoke_stream_and_schema(server):
     assert answer["decision"] in ("replace", "skip") and isinstance(answer["reason"], str)
 
 
+def test_two_streamed_requests_decode_side_by_side(server):
+    """Two agents on one server: the second's answer starts before the first one's ends."""
+    import threading
+
+    from langchain_ollama import ChatOllama
+
+    url, _ = server
+    llm = ChatOllama(model=MODEL, base_url=url, temperature=0, seed=1, num_predict=96)
+    events: list[tuple[float, str, str]] = []
+
+    def run(name: str, delay_s: float) -> None:
+        time.sleep(delay_s)
+        for i, _ in enumerate(llm.stream("Write a long list of animals, one per line.")):
+            if i == 0:
+                events.append((time.monotonic(), name, "first"))
+        events.append((time.monotonic(), name, "done"))
+
+    threads = [
+        threading.Thread(target=run, args=("a", 0.0)),
+        threading.Thread(target=run, args=("b", 0.3)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    order = [(name, what) for _, name, what in sorted(events)]
+    assert len(order) == 4
+    assert order.index(("b", "first")) < order.index(("a", "done")), order
+
+
 def test_with_structured_output_json_schema(server):
     from langchain_ollama import ChatOllama
     from pydantic import BaseModel
@@ -212,7 +242,8 @@ def test_llm_available_starts_and_stops_the_embedded_server(model_installed, tmp
     with llm_available(url, MODEL, log_file=tmp_path / "llm.log") as started:
         assert started and answers(url)
         with llm_available(url, MODEL) as again:
-            assert again is False  # something answers: used as it is
+            assert not again and again.pid is None  # something answers: used as it is
+            assert again.cpu_s() > 0  # found by its port: the CPU it used so far
     assert not answers(url)
     assert os.path.getsize(tmp_path / "llm.log") > 0
 

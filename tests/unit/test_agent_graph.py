@@ -150,8 +150,8 @@ def test_the_llm_sees_the_decision_prompt_with_its_history():
     for m in records()[:12]:  # the first decision is judged at minibatch 9
         agent.decide(0, m)
     system, user = seen[-1]
-    assert system[0] == "system" and "persistent buffer" in system[1]
-    assert "Minibatch 11 of 180" in user[1] and "you expected %-hits increase" in user[1]
+    assert system[0] == "system" and "feature cache" in system[1]
+    assert "Minibatch 11 of 180" in user[1] and "(you expected increase)" in user[1]
     assert all(s[0] == seen[0][0] for s in seen)  # the system prefix never changes
 
 
@@ -210,12 +210,12 @@ def test_the_grounding_reaches_the_prompt_exactly():
     user = model.messages(m, [])[1]["content"]
     net = m["round_swap_rows"] * (m["round_admit_use"] - m["round_evict_use"])
     for text in (
-        f"would swap {m['round_swap_rows']} of {m['buffer_capacity']} rows",
-        f"missed {m['round_admit_use']:.1f} times",
-        f"hit {m['round_evict_use']:.1f} times",
+        f"swap {m['round_swap_rows']} rows",
+        f"admitted rows missed {m['round_admit_use']:.1f} times each",
+        f"evicted rows hit {m['round_evict_use']:.1f} times each",
         f"net {net:+.0f} hits per W",
-        f"Repeat misses: {m['repeat_miss_pct']:.0f}%",
-        f"{m['hit_pct_window']:.1f} over the last W, {m['hit_pct_prev_window']:.1f} over the W",
-        f"W = {m['window']} minibatches",
+        f"Repeat misses {m['repeat_miss_pct']:.0f}%",
+        f"%-hits {m['hit_pct_window']:.0f} (last W), {m['hit_pct_prev_window']:.0f} (W before)",
+        f"W = {m['window']}",
     ):
         assert text in user, text

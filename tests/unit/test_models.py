@@ -358,7 +358,7 @@ def test_cli_fetch_list_path_modelfile(models_dir, fake_card, capsys):
     assert main(["models", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
     assert rows[FAKE]["installed"] == "yes" and rows[FAKE]["path"] == str(path)
-    assert rows["qwen2.5-coder-1.5b"]["installed"] == "no" and rows["qwen2.5-coder-1.5b"]["default"]
+    assert rows["qwen2.5-coder-0.5b"]["installed"] == "no" and rows["qwen2.5-coder-0.5b"]["default"]
 
     assert main(["models", "list"]) == 0
     table = capsys.readouterr().out

@@ -33,8 +33,18 @@ def test_the_default_prompt_ships(records):
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert msgs[0]["content"] == p.system  # a static prefix: identical on every decision
     user = msgs[1]["content"]
-    assert "Minibatch 10 of" in user and "minibatch 9:" in user and "minibatch 6:" in user
+    assert "Minibatch 10 of" in user and "minibatch 9:" in user and "minibatch 8:" in user
+    assert "minibatch 6:" not in user  # decision-v3 shows the two latest only (tokens cost)
     assert "{" not in user  # every field was filled
+    assert list(p.schema["properties"])[0] == "decision"  # decided first, acted on early
+
+
+def test_a_prompt_schema_must_name_the_decision_fields(tmp_path):
+    (tmp_path / "system.md").write_text("s")
+    (tmp_path / "user.md").write_text("u")
+    (tmp_path / "schema.json").write_text('{"properties": {"decision": {}}, "required": []}')
+    with pytest.raises(ValueError, match="exactly the properties"):
+        load(str(tmp_path))
 
 
 @pytest.mark.parametrize("name", available())

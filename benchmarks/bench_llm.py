@@ -1,12 +1,13 @@
 """The local LLM as the agent uses it: seconds per decision, tokens/s, memory, server overhead.
 
-Decision prompts are the agent's real ones (the default, ``prompts/decision-v3``, with its answer
-schema) filled from the metrics of a replay of the golden trace. Each model answers the same N prompts twice: through
-``rudder llm serve`` with the official ``ollama`` client (JSON-schema output, temperature 0),
-and by calling llama.cpp directly in-process with the same request; the two never run at the
-same time. Run-to-run noise on a shared 2-core machine is ~10%, so the overhead is also measured
-per request: wall time minus llama.cpp's own prompt + generation time ("outside llama.cpp"),
-through the server and directly; their difference is what the server adds.
+Decision prompts are the agent's real ones (the default, ``prompts/decision-v3``, with its
+answer schema) filled from the metrics of a replay of the golden trace. Each model answers the
+same N prompts twice: through ``rudder llm serve`` with the official ``ollama`` client (JSON-
+schema output, temperature 0), and by calling llama.cpp directly in-process with the same
+request; the two never run at the same time. Run-to-run noise on a shared 2-core machine is
+~10%, so the overhead is also measured per request: wall time minus llama.cpp's own prompt +
+generation time ("outside llama.cpp"), through the server and directly; their difference is what
+the server adds.
 
     .venv/bin/python benchmarks/bench_llm.py [--models smollm2-135m,qwen2.5-coder-1.5b] [-n 10]
 """

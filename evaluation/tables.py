@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rudder.evaluation.replays import fraction_key
+from rudder.launcher.summary import best_constant
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -90,13 +91,6 @@ class Row:
 def _mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.fmean(vals) if vals else None
-
-
-def best_constant(agent: dict) -> float | None:
-    """The Pass@1 %-hits of the better constant predictor (always replace, always skip)."""
-    vals = [agent.get(f"baseline_{b}_hits") for b in ("replace", "skip")]
-    vals = [v for v in vals if v is not None]
-    return max(vals) if vals else None
 
 
 def _vs(rec: dict, fraction: float, policy: str) -> float | None:

@@ -129,6 +129,13 @@ def agent_totals(agent: dict | None) -> dict:
     }
 
 
+def best_constant(agent: dict) -> float | None:
+    """The Pass@1 %-hits of the better constant predictor (always replace, always skip)."""
+    vals = [agent.get(f"baseline_{b}_hits") for b in ("replace", "skip")]
+    vals = [v for v in vals if v is not None]
+    return max(vals) if vals else None
+
+
 def write_summary(out: Path, summary: dict) -> Path:
     path = out / "summary.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -164,6 +171,7 @@ def comparison_rows(summaries: list[tuple[str, dict]]) -> tuple[list[str], list[
         "interval",
         "valid_%",
         "pass@1_hits",
+        "const_pass@1",  # the better constant predictor's on the same decisions
         "latency_s",
     ]
     rows = []
@@ -185,6 +193,7 @@ def comparison_rows(summaries: list[tuple[str, dict]]) -> tuple[list[str], list[
                 s.get("replacement_interval"),
                 a.get("valid_pct"),
                 a.get("pass_at_1_hits"),
+                best_constant(a),
                 a.get("latency_p50_s"),
             ]
         )

@@ -323,7 +323,7 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
                 )
             # The supervisor logs its own events (starts, exits, stops).
             sup = stack.enter_context(Supervisor(cluster, out / "logs", timeout_s=cfg.timeout_s))
-            cpu0, wall0 = (server.cpu_s() if server else None), time.monotonic()
+            cpu0, wall0 = (server.cpu_s() if server is not None else None), time.monotonic()
             for spec in _specs(cfg, wc, cluster, run_config, run_id, agent_endpoints):
                 sup.start(spec)
             report = sup.wait()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.integration.training_support import no_leftovers, rudder  # noqa: F401
+from tests.integration.training_support import make_parts, no_leftovers, rudder  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -16,40 +16,7 @@ MODEL = "smollm2-135m"
 
 @pytest.fixture(scope="module")
 def ring_parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ring")
-    rudder(
-        "-q",
-        "graph",
-        "generate",
-        "--family",
-        "ring",
-        "--nodes",
-        4000,
-        "--avg-degree",
-        10,
-        "--feat-dim",
-        8,
-        "--classes",
-        4,
-        "--train-fraction",
-        0.3,
-        "--out",
-        root / "graph",
-    )
-    rudder(
-        "-q",
-        "graph",
-        "partition",
-        "--graph",
-        root / "graph",
-        "--parts",
-        2,
-        "--method",
-        "random",
-        "--out",
-        root / "parts",
-    )
-    return root / "parts"
+    return make_parts(tmp_path_factory.mktemp("ring"), family="ring", method="random")
 
 
 def test_the_llm_agent_decides_while_a_drift_workload_trains(ring_parts, tmp_path, no_leftovers):  # noqa: F811

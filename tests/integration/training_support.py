@@ -41,8 +41,12 @@ def netns_names() -> set[str]:
     return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
 
 
-def make_parts(root: Path) -> Path:
-    """A 4,000-node graph in 2 METIS partitions under ``root`` (a few seconds)."""
+def make_parts(root: Path, family: str | None = None, method: str | None = None) -> Path:
+    """A 4,000-node graph in 2 partitions under ``root`` (a few seconds).
+
+    By default a community graph cut by METIS; ``family="ring"`` with ``method="random"`` gives
+    one whose locality crosses the partitions (a drift workload's graph).
+    """
     rudder(
         "-q",
         "graph",
@@ -59,11 +63,21 @@ def make_parts(root: Path) -> Path:
         4,
         "--train-fraction",
         0.3,
+        *(("--family", family) if family else ()),
         "--out",
         root / "graph",
     )
     rudder(
-        "-q", "graph", "partition", "--graph", root / "graph", "--parts", 2, "--out", root / "parts"
+        "-q",
+        "graph",
+        "partition",
+        "--graph",
+        root / "graph",
+        "--parts",
+        2,
+        *(("--method", method) if method else ()),
+        "--out",
+        root / "parts",
     )
     return root / "parts"
 

@@ -36,7 +36,7 @@ def test_the_default_prompt_ships(records):
     assert "Minibatch 10 of" in user and "minibatch 9:" in user and "minibatch 8:" in user
     assert "minibatch 6:" not in user  # decision-v3 shows the two latest only (tokens cost)
     assert "{" not in user  # every field was filled
-    assert list(p.schema["properties"])[0] == "decision"  # decided first, acted on early
+    assert next(iter(p.schema["properties"])) == "decision"  # decided first, acted on early
 
 
 def test_a_prompt_schema_must_name_the_decision_fields(tmp_path):

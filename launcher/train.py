@@ -202,23 +202,32 @@ def script_args(cfg: TrainConfig, wc: WorkerConfig) -> list[str]:
     return out
 
 
-def collect_agent_stats(endpoints: list[str]) -> dict | None:
-    """Each sidecar's live statistics per trainer (None without sidecars, {} if none answer)."""
+def collect_agent_stats(endpoints: list[str], settle_s: float = 20.0) -> dict | None:
+    """Each sidecar's live statistics per trainer (None without sidecars, {} if none answer).
+
+    A decision the trainer got early may still be finishing its answer (the predictions the
+    agent's statistics count): wait up to ``settle_s`` for the sidecars to go idle.
+    """
     if not endpoints:
         return None
     from rudder.protocol import StatsReply, StatsRequest
     from rudder.trainer_hooks.agent_client import ask
 
-    out: dict = {}
-    for ep in endpoints:
-        try:
-            reply = ask(ep, StatsRequest(seq=1), timeout_s=5.0)
-        except (TimeoutError, ValueError) as e:
-            log.warning("agent at %s gave no statistics: %s", ep, e)
-            continue
-        if isinstance(reply, StatsReply):
-            out.update({str(t): s for t, s in reply.trainers.items()})
-    return out
+    deadline = time.monotonic() + settle_s
+    while True:
+        out: dict = {}
+        for ep in endpoints:
+            try:
+                reply = ask(ep, StatsRequest(seq=1), timeout_s=5.0)
+            except (TimeoutError, ValueError) as e:
+                log.warning("agent at %s gave no statistics: %s", ep, e)
+                continue
+            if isinstance(reply, StatsReply):
+                out.update({str(t): s for t, s in reply.trainers.items()})
+        busy = any(s.get("busy") for s in out.values())
+        if not busy or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
 
 
 def _remove_loopback_shm(run_id: str) -> int:

@@ -97,11 +97,9 @@ def evaluate(landed: dict, after: dict, bands: tuple[float, float]) -> dict:
         "pass_hit": hit == landed.get("expected_hit_pct"),
         "pass_comm": comm == landed.get("expected_communication"),
     }
+    decisions = {"replace": "replace", "skip": "skip", "heuristic": landed.get("heuristic")}
     for name in BASELINES:
-        decision = "replace" if name == "replace" else "skip"
-        if name == "heuristic":
-            decision = landed.get("heuristic") or "skip"
-        exp_hit, exp_comm = implied_effects(decision)
+        exp_hit, exp_comm = implied_effects(decisions[name] or "skip")
         rec[f"baseline_{name}_hit"] = hit == exp_hit
         rec[f"baseline_{name}_comm"] = comm == exp_comm
     return rec

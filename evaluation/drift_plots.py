@@ -18,7 +18,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-DPI = 110
+from rudder.evaluation.plots import save_figure
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:
@@ -66,11 +66,7 @@ def plot_overlap_profile(
     ax.legend(fontsize=8, loc="lower right")
     if title:
         ax.set_title(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +118,4 @@ def plot_hits(
     axes[-1, 0].set_xlabel("minibatch (trainer 0)")
     if title:
         fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 DPI = 110
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (folders made) at the report's resolution, and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -91,7 +92,7 @@ def trajectory(records: list[dict], runs_dir: Path, path: Path) -> Path | None:
         )
         ax.legend(loc="lower right", fontsize=8)
     axes[-1].set_xlabel("minibatch")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _bars(ax, rows: list[Row], values, errors=None, ref_lines=()) -> None:
@@ -137,7 +138,7 @@ def per_block(
         ax.set_title(key.label, fontsize=9)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sweep(results_sweep: dict | None, path: Path) -> Path | None:
@@ -157,7 +158,7 @@ def sweep(results_sweep: dict | None, path: Path) -> Path | None:
     ax.set_ylabel("rows fetched / none")
     ax.set_title(f"buffer-size sweep (replay of {results_sweep['reference']})", fontsize=9)
     ax.legend(fontsize=8, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ood(results_ood: dict | None, path: Path) -> Path | None:
@@ -187,4 +188,4 @@ def ood(results_ood: dict | None, path: Path) -> Path | None:
     ax.set_ylabel("%-hits")
     ax.set_title("deciders on the graph they learnt from (seen) and another (unseen)", fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

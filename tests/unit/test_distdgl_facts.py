@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from rudder.trainer_hooks.distdgl.config import PartInfo, TrainingOptions, WorkerConfig
+from rudder.trainer_hooks.distdgl.config import PartInfo
 from rudder.trainer_hooks.distdgl.facts import graph_facts, halo_ranking, owned_range, trainer_rank
+from tests.configs import worker_config
 
 
 class FakeBook:
@@ -130,20 +131,9 @@ def test_graph_facts_from_the_run_config(tmp_path):
         rankings.append(str(path))
     parts = tuple(PartInfo(p, (p * 10, p * 10 + 10), 3 + p, rankings[p]) for p in range(2))
     run = tmp_path / "run.json"
-    WorkerConfig(
-        part_config="p.json",
-        graph_name="tiny",
-        parts=parts,
-        feat_dim=4,
-        num_classes=2,
-        num_nodes=100,
-        num_edges=640,
-        ip_config="ip",
-        out_dir=str(tmp_path),
-        num_machines=2,
-        trainers_per_machine=1,
-        options=TrainingOptions(),
-    ).save(run)
+    worker_config(str(tmp_path), parts=parts, graph_name="tiny", num_nodes=100, num_edges=640).save(
+        run
+    )
     # The sidecar's numbers, not the halo's (the fake local partition would say 5).
     facts = graph_facts(_graph(partid=1), feat_dim=4, environ={"RUDDER_RUN_CONFIG": str(run)})
     assert facts.remote_nodes == 4

@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 
-from rudder.trainer_hooks.distdgl.config import PartInfo, TrainingOptions, WorkerConfig
+from rudder.trainer_hooks.distdgl.config import TrainingOptions
 from rudder.trainer_hooks.options import RudderConfig
+from tests.configs import worker_config
 
 
 def test_defaults_are_valid():
@@ -164,21 +165,7 @@ def test_a_parsed_but_invalid_value_is_still_checked():
 
 
 def _worker_config(tmp_path, **options):
-    parts = tuple(PartInfo(p, (p * 10, p * 10 + 10), 5, "r.npy") for p in range(2))
-    return WorkerConfig(
-        part_config="p.json",
-        graph_name="g",
-        parts=parts,
-        feat_dim=4,
-        num_classes=2,
-        num_nodes=20,
-        num_edges=40,
-        ip_config="ip",
-        out_dir=str(tmp_path / "run"),
-        num_machines=2,
-        trainers_per_machine=1,
-        options=TrainingOptions(**options),
-    )
+    return worker_config(str(tmp_path / "run"), **options)
 
 
 def test_run_config_sets_the_runs_options_and_out_dir(tmp_path):

@@ -5,24 +5,11 @@ import torch
 
 from rudder.trainer_hooks.distdgl.config import PartInfo, TrainingOptions, WorkerConfig
 from rudder.trainer_hooks.distdgl.trainer import select_device
+from tests.configs import worker_config
 
 
 def _cfg(device, trainers=2):
-    parts = tuple(PartInfo(p, (p * 10, p * 10 + 10), 5, "r.npy") for p in range(2))
-    return WorkerConfig(
-        part_config="p.json",
-        graph_name="g",
-        parts=parts,
-        feat_dim=4,
-        num_classes=2,
-        num_nodes=20,
-        num_edges=40,
-        ip_config="ip",
-        out_dir="o",
-        num_machines=2,
-        trainers_per_machine=trainers,
-        options=TrainingOptions(device=device),
-    )
+    return worker_config(trainers=trainers, device=device)
 
 
 def test_cpu_needs_no_device():

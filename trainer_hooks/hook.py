@@ -97,6 +97,7 @@ class MinibatchHook:
             local_inputs=local_inputs,
             buffer_fill=self.policy.buffer.size,
             preview=self.policy.preview() if self.channel else None,
+            outcome=self.policy.outcome() if self.channel else None,
             sample_s=sample_s,
             fetch_s=fetch_s,
             compute_s=compute_s,

@@ -16,6 +16,7 @@ from rudder.protocol import Metrics
 
 if TYPE_CHECKING:  # only for annotations: keeps this module (and deciders) free of numba
     from rudder.trainer_hooks.policies.base import Plan
+    from rudder.trainer_hooks.round_outcome import RoundOutcome
     from rudder.trainer_hooks.round_preview import RoundPreview
 
 DEFAULT_WINDOW = 8  # minibatches in the windowed %-hits and communication
@@ -75,6 +76,7 @@ class Accounting:
         local_inputs: int = 0,
         buffer_fill: int = 0,
         preview: RoundPreview | None = None,
+        outcome: RoundOutcome | None = None,
         sample_s: float = 0.0,
         fetch_s: float = 0.0,
         compute_s: float = 0.0,
@@ -143,4 +145,7 @@ class Accounting:
             round_evict_rows=pv.evict_rows if pv else 0,
             round_evict_use=pv.evict_use if pv else 0.0,
             round_admit_use=pv.admit_use if pv else 0.0,
+            round_rows_window=outcome.rows if outcome else 0,
+            round_admit_hits=outcome.admit_hits if outcome else 0,
+            round_ghost_misses=outcome.ghost_misses if outcome else 0,
         )

@@ -53,8 +53,8 @@ __all__ = [
     "to_wire",
 ]
 
-PROTOCOL_VERSION = 2  # 2: metrics carry the grounding fields (METRICS_VERSION)
-SUPPORTED_VERSIONS: tuple[int, ...] = (2,)
+PROTOCOL_VERSION = 3  # 2: metrics carry the grounding fields; 3: round outcomes (METRICS_VERSION)
+SUPPORTED_VERSIONS: tuple[int, ...] = (3,)
 MAX_MESSAGE_BYTES = 64 * 1024  # also the agent socket's zmq.MAXMSGSIZE: monsters never arrive
 
 Message: TypeAlias = (

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from rudder.decisions import DIRECTIONS, Decision
 
 DECISIONS: tuple[str, ...] = tuple(d.value for d in Decision)  # the wire values of Decision
-METRICS_VERSION = 2  # Metrics with the grounding fields (window, round_*, repeat_miss_pct)
+METRICS_VERSION = 3  # 2: the grounding fields (window, round_*, repeat_miss_pct); 3: round outcomes
 MODES = ("async", "sync")
 
 # The typed reasons an `error` message (and a ProtocolError) carries.
@@ -73,6 +73,11 @@ class Metrics:
     round_evict_rows: int = 0  # ... of them evicting an entry (the rest fill free slots)
     round_evict_use: float = 0.0  # mean hits per row it would evict, over the window
     round_admit_use: float = 0.0  # mean misses per row it would admit, over the window
+    # Version 3: what the rounds of the last `window` minibatches did since
+    # (trainer_hooks.round_outcome): the outcome a round's forecast above cannot see.
+    round_rows_window: int = 0  # rows those rounds put in (0: no round ran, nothing observed)
+    round_admit_hits: int = 0  # hits since on the rows they put in
+    round_ghost_misses: int = 0  # misses since on the rows they took out (pulls they caused)
 
     @property
     def remaining_minibatches(self) -> int:
@@ -85,18 +90,19 @@ class Metrics:
     def from_dict(cls, data: dict) -> Metrics:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error, not ignored.
 
-        A version-1 record (written before the grounding fields existed) is an error too: its
-        deciders' inputs would silently read as zeros.
+        A record of an older version (written before the grounding fields existed) is an error
+        too: its deciders' inputs would silently read as zeros.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown metrics fields: {sorted(unknown)}")
-        if "window" not in data:
-            raise ValueError(
-                "a metrics record of version 1 (no 'window' or round_* fields); this reader "
-                f"needs version {METRICS_VERSION}: record it again with this Rudder"
-            )
+        for version, field_name in ((1, "window"), (2, "round_rows_window")):
+            if field_name not in data:
+                raise ValueError(
+                    f"a metrics record of version {version} (no {field_name!r} field); this "
+                    f"reader needs version {METRICS_VERSION}: record it again with this Rudder"
+                )
         return cls(**data)
 
 

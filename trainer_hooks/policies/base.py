@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from rudder.trainer_hooks.buffer import PersistentBuffer
+from rudder.trainer_hooks.round_outcome import RoundOutcome
 from rudder.trainer_hooks.round_preview import RoundPreview
 
 NO_SLOTS = np.empty(0, dtype=np.int32)
@@ -154,6 +155,10 @@ class Policy(ABC):
         Policies without rounds can only say how many slots are free.
         """
         return RoundPreview(stale_slots=self.capacity - self.buffer.size)
+
+    def outcome(self) -> RoundOutcome:
+        """What the recent replacement rounds did since (none without rounds)."""
+        return RoundOutcome()
 
 
 def demand_step(buffer: PersistentBuffer, ids: np.ndarray, kernel, *state) -> Plan:

@@ -29,6 +29,7 @@ from rudder.trainer_hooks import index as idx
 from rudder.trainer_hooks.buffer import PersistentBuffer
 from rudder.trainer_hooks.candidates import MissTracker, decayed
 from rudder.trainer_hooks.policies.base import Plan, Policy
+from rudder.trainer_hooks.round_outcome import OutcomeTracker, RoundOutcome
 from rudder.trainer_hooks.round_preview import RoundPreview, SlotSample, preview
 from rudder.trainer_hooks.scoring import ScoringRule
 from rudder.trainer_hooks.selection import smallest_k
@@ -96,6 +97,7 @@ class ScoredPolicy(Policy):
         self._pool = np.empty(0, dtype=np.int32)  # the weakest slots (see _weak_pool)
         self._pool_t = 0
         self.sample = SlotSample(self.capacity, span=self.candidates.span)
+        self.outcomes = OutcomeTracker(self.candidates.span)
         if self.margin < 0:
             raise ValueError(f"admission margin must be >= 0, got {admission_margin}")
 
@@ -127,12 +129,18 @@ class ScoredPolicy(Policy):
         """The round a *replace* would run after the latest minibatch, from the slot sample."""
         b, t = self.buffer, self.t - 1  # metrics are reported after minibatch t was stepped
         pos = self.sample.occupied(b.size)
-        values = self.scoring.values_at(b.scores, b.stamps, self.sample.slots[pos], t)
+        # Stale as of the round's own minibatch, the next one, where the decision lands (an
+        # entry a round just put in is fresh now, but may decay below the threshold by then).
+        values = self.scoring.values_at(b.scores, b.stamps, self.sample.slots[pos], t + 1)
         cands = self.candidates.top(self.capacity, t)
         counts = self.candidates.span_counts(cands)
         return preview(
             self.sample, values, self.scoring.threshold, b.size, counts, self.candidates.repeats
         )
+
+    def outcome(self) -> RoundOutcome:
+        """What the rounds of the last span did since (hits on their rows, ghost misses)."""
+        return self.outcomes.outcome(self.t - 1)
 
     def _victims(self, t: int, k: int) -> np.ndarray:
         """Up to ``k`` replaceable slots, best first: free slots, then stale by rising score."""
@@ -189,6 +197,7 @@ class ScoredPolicy(Policy):
         t, b = self.t, self.buffer
         slots = b.lookup(ids)
         self.sample.on_hits(slots, t)
+        self.outcomes.observe(ids, slots, t)
         _credit(b.freq, b.stamps, slots, t, self.candidates.powers)
         self.scoring.on_hits(b.scores, b.stamps, slots, t)
         misses = ids[slots < 0]
@@ -214,9 +223,12 @@ class ScoredPolicy(Policy):
         # Long-run use moves with the id: evicted entries hand theirs back to the tracker,
         # admitted ones take theirs along.
         gone = victims[victims < b.size]
+        gone_ids = b.ids[gone].copy()
         kept = np.empty(gone.shape[0], dtype=np.float64)
         _use_at(b.freq, b.stamps, gone, t, self.candidates.powers, kept)
-        self.candidates.restore(b.ids[gone].copy(), kept, t)
+        self.candidates.restore(gone_ids, kept, t)
+        if replace:
+            self.outcomes.on_round(new_ids, gone_ids, t)
         carried = self.candidates.take(new_ids, t)
         evicted = _assign(
             b.table,

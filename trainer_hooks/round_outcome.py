@@ -1,0 +1,117 @@
+"""What the recent replacement rounds really did: the realized half of the deciders' grounding.
+
+:mod:`round_preview` says what a round *now* would do, judged by the past window: how often
+the rows it would admit were missed, how much the rows it would evict were hit. Those figures
+are selection-biased (rows are admitted because they were just missed) and blind to direction:
+measured on the recorded DistDGL traces, the preview's net is negative under locality drift,
+where rounds every minibatch are the best policy, and positive on stationary access, where
+they cost rows. What a decider needs is the outcome of the rounds it already ran, the way ARC
+keeps ghost lists of evicted keys: over the last ``span`` minibatches, how often the rows the
+rounds put in were hit, and how often the rows they took out were missed again (each such
+miss is a pull the round caused). Measured on the same traces, rounds under drift see 2-5 hits
+per ghost miss, rounds on stationary access 1.1-1.3 (docs/policies.md).
+
+Cost per minibatch: O(requested ids x log(rows the last ``span`` rounds moved)) while a round
+lies within the span, nothing otherwise; memory O(rows those rounds moved). No DistDGL import.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+_NO_IDS = np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundOutcome:
+    """The replacement rounds of the last ``span`` minibatches, and what followed them.
+
+    ``rows`` is 0 when no round ran in the span: then nothing was observed and the hits and
+    misses are 0 too, which says "unknown", not "useless".
+    """
+
+    rounds: int = 0  # rounds in the span
+    rows: int = 0  # rows they put in
+    admit_hits: int = 0  # hits in the span on rows a round of the span had put in before
+    ghost_misses: int = 0  # misses in the span on rows a round of the span had taken out before
+
+
+def _member_count(ids: np.ndarray, sorted_set: np.ndarray) -> int:
+    """How many of ``ids`` are in ``sorted_set`` (unique, ascending)."""
+    if not ids.shape[0] or not sorted_set.shape[0]:
+        return 0
+    pos = np.searchsorted(sorted_set, ids)
+    pos[pos == sorted_set.shape[0]] = 0
+    return int(np.count_nonzero(sorted_set[pos] == ids))
+
+
+class OutcomeTracker:
+    """Follows the rows each replacement round moved for ``span`` minibatches.
+
+    Per minibatch: :meth:`observe` its lookup first, then :meth:`on_round` if a round ran at
+    it (its rows serve hits from the next minibatch on).
+    """
+
+    def __init__(self, span: int):
+        if span < 1:
+            raise ValueError(f"an outcome tracker needs span >= 1, got {span}")
+        self.span = int(span)
+        self._rounds: deque[tuple[int, np.ndarray, np.ndarray]] = deque()  # t, in, out
+        self._counts: deque[tuple[int, int, int]] = deque()  # t, admit hits, ghost misses
+        self._admitted = _NO_IDS  # union of the span's rounds' rows, sorted
+        self._evicted = _NO_IDS
+        self._hits = 0
+        self._ghosts = 0
+
+    def _expire(self, t: int) -> None:
+        """The span now ends at minibatch ``t``: forget what happened before it."""
+        changed = False
+        while self._rounds and self._rounds[0][0] <= t - self.span:
+            self._rounds.popleft()
+            changed = True
+        if changed:
+            self._rebuild()
+        while self._counts and self._counts[0][0] <= t - self.span:
+            _, h, g = self._counts.popleft()
+            self._hits -= h
+            self._ghosts -= g
+
+    def _rebuild(self) -> None:
+        if not self._rounds:
+            self._admitted = self._evicted = _NO_IDS
+            return
+        self._admitted = np.unique(np.concatenate([r[1] for r in self._rounds]))
+        self._evicted = np.unique(np.concatenate([r[2] for r in self._rounds]))
+
+    def observe(self, ids: np.ndarray, slots: np.ndarray, t: int) -> None:
+        """Minibatch ``t``'s lookup: ``ids`` requested, ``slots`` -1 where they missed."""
+        self._expire(t)
+        if not self._rounds:
+            return
+        hit = slots >= 0
+        h = _member_count(ids[hit], self._admitted)
+        g = _member_count(ids[~hit], self._evicted)
+        if h or g:
+            self._counts.append((t, h, g))
+            self._hits += h
+            self._ghosts += g
+
+    def on_round(self, admitted: np.ndarray, evicted: np.ndarray, t: int) -> None:
+        """A round at minibatch ``t`` put ``admitted`` ids in and took ``evicted`` ids out."""
+        self._rounds.append(
+            (t, np.asarray(admitted, dtype=np.int64), np.asarray(evicted, dtype=np.int64))
+        )
+        self._rebuild()
+
+    def outcome(self, t: int) -> RoundOutcome:
+        """The rounds of the ``span`` minibatches up to ``t`` (the latest one observed)."""
+        self._expire(t)
+        return RoundOutcome(
+            rounds=len(self._rounds),
+            rows=sum(r[1].shape[0] for r in self._rounds),
+            admit_hits=self._hits,
+            ghost_misses=self._ghosts,
+        )

@@ -29,7 +29,7 @@ from rudder.protocol import Metrics
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 2  # bump on any change to what a feature means or how it is computed
+FEATURES_VERSION = 3  # bump on any change to what a feature means or how it is computed
 HISTORY_SPAN = 8  # features read metrics of the last 8 minibatches (the trainers' window)
 TREND_LAG = 4  # "recent change" compares with the metrics of up to 4 minibatches ago
 SINCE_CAP = 32  # minibatches since the latest round, saturating here
@@ -55,6 +55,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "swap_frac",  # rows a round would put in / capacity
     "evict_use",  # hits per row it would evict over the window / window (0..1)
     "admit_use",  # misses per row it would admit over the window / window (0..1)
+    # Version 3, the outcomes (metrics version 3): what the rounds of the window did since.
+    "rounds_in_window",  # 1 when a round ran in the window (the next two are then observed)
+    "round_payoff",  # hits on their rows / (those hits + misses on rows they took out), 0..1
+    "round_rows_frac",  # rows they put in / capacity, capped at 1
 )
 
 
@@ -120,6 +124,9 @@ def features(current: Metrics, history: Sequence[Metrics]) -> np.ndarray:
         _ratio(m.round_swap_rows, cap),
         _ratio(m.round_evict_use, m.window),
         _ratio(m.round_admit_use, m.window),
+        1.0 if m.round_rows_window else 0.0,
+        _ratio(m.round_admit_hits, m.round_admit_hits + m.round_ghost_misses),
+        min(_ratio(m.round_rows_window, cap), 1.0),
     )
     return np.asarray(x, dtype=np.float64)
 

@@ -71,7 +71,7 @@ class TrainConfig:
     agent_options: dict[str, str] = field(
         default_factory=dict
     )  # llm_url, llm_model, prompt, checkpoint
-    llm_threads: int = 2  # of the embedded LLM server, when the run starts one
+    llm_threads: int = 1  # of the embedded LLM server, when the run starts one (docs/llm.md)
     llm_nice: int = 10  # its CPU priority below training's: training never waits for it
     script: Path | None = None  # a user's training script instead of the built-in trainer
     script_args: tuple[str, ...] = ()  # its arguments; {ip_config} etc. are filled in

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).parent
-DEFAULT_PROMPT = "decision-v3"
+DEFAULT_PROMPT = "decision-v4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +101,19 @@ def decision_messages(prompt: DecisionPrompt, current: dict, history: list[str])
     net = current.get("round_swap_rows", 0) * (
         current.get("round_admit_use", 0.0) - current.get("round_evict_use", 0.0)
     )
+    rows = current.get("round_rows_window", 0)
+    hits, ghosts = current.get("round_admit_hits", 0), current.get("round_ghost_misses", 0)
+    payoff = hits / max(ghosts, 1)
     fields = {
         **current,
         "round_net": net,
+        "round_payoff": payoff,
+        "round_outcome_text": (
+            f"{rows} rows put in, hit {hits} times since; the rows they took out were missed "
+            f"{ghosts} times since: payoff {payoff:.1f}"
+            if rows
+            else "none"
+        ),
         "remaining_minibatches": max(current["total_minibatches"] - current["minibatch"] - 1, 0),
         "since_replacement_text": "none yet" if since < 0 else f"{since} minibatches ago",
         "history": "\n".join(history) or "- none yet",

@@ -11,8 +11,8 @@ rounds put in were hit, and how often the rows they took out were missed again (
 miss is a pull the round caused). Measured on the same traces, rounds under drift see 2-5 hits
 per ghost miss, rounds on stationary access 1.1-1.3 (docs/policies.md).
 
-Cost per minibatch: O(requested ids x log(rows the last ``span`` rounds moved)) while a round
-lies within the span, nothing otherwise; memory O(rows those rounds moved). No DistDGL import.
+Cost per minibatch: O(requested ids x log(rows moved)) per round within the span (at most
+``span`` rounds), nothing without one; memory O(rows those rounds moved). No DistDGL import.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-
-_NO_IDS = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +33,8 @@ class RoundOutcome:
 
     rounds: int = 0  # rounds in the span
     rows: int = 0  # rows they put in
-    admit_hits: int = 0  # hits in the span on rows a round of the span had put in before
-    ghost_misses: int = 0  # misses in the span on rows a round of the span had taken out before
+    admit_hits: int = 0  # hits since on the rows they put in
+    ghost_misses: int = 0  # misses since on the rows they took out
 
 
 def _member_count(ids: np.ndarray, sorted_set: np.ndarray) -> int:
@@ -48,43 +46,33 @@ def _member_count(ids: np.ndarray, sorted_set: np.ndarray) -> int:
     return int(np.count_nonzero(sorted_set[pos] == ids))
 
 
+@dataclass(slots=True)
+class _Round:
+    t: int
+    admitted: np.ndarray  # sorted, unique
+    evicted: np.ndarray  # sorted, unique
+    hits: int = 0
+    ghost_misses: int = 0
+
+
 class OutcomeTracker:
-    """Follows the rows each replacement round moved for ``span`` minibatches.
+    """Follows the rows each replacement round moved, for ``span`` minibatches.
 
     Per minibatch: :meth:`observe` its lookup first, then :meth:`on_round` if a round ran at
-    it (its rows serve hits from the next minibatch on).
+    it (its rows serve hits from the next minibatch on). A row that two rounds of the span
+    moved counts for both.
     """
 
     def __init__(self, span: int):
         if span < 1:
             raise ValueError(f"an outcome tracker needs span >= 1, got {span}")
         self.span = int(span)
-        self._rounds: deque[tuple[int, np.ndarray, np.ndarray]] = deque()  # t, in, out
-        self._counts: deque[tuple[int, int, int]] = deque()  # t, admit hits, ghost misses
-        self._admitted = _NO_IDS  # union of the span's rounds' rows, sorted
-        self._evicted = _NO_IDS
-        self._hits = 0
-        self._ghosts = 0
+        self._rounds: deque[_Round] = deque()
 
     def _expire(self, t: int) -> None:
-        """The span now ends at minibatch ``t``: forget what happened before it."""
-        changed = False
-        while self._rounds and self._rounds[0][0] <= t - self.span:
+        """The span now ends at minibatch ``t``: forget the rounds before it."""
+        while self._rounds and self._rounds[0].t <= t - self.span:
             self._rounds.popleft()
-            changed = True
-        if changed:
-            self._rebuild()
-        while self._counts and self._counts[0][0] <= t - self.span:
-            _, h, g = self._counts.popleft()
-            self._hits -= h
-            self._ghosts -= g
-
-    def _rebuild(self) -> None:
-        if not self._rounds:
-            self._admitted = self._evicted = _NO_IDS
-            return
-        self._admitted = np.unique(np.concatenate([r[1] for r in self._rounds]))
-        self._evicted = np.unique(np.concatenate([r[2] for r in self._rounds]))
 
     def observe(self, ids: np.ndarray, slots: np.ndarray, t: int) -> None:
         """Minibatch ``t``'s lookup: ``ids`` requested, ``slots`` -1 where they missed."""
@@ -92,26 +80,23 @@ class OutcomeTracker:
         if not self._rounds:
             return
         hit = slots >= 0
-        h = _member_count(ids[hit], self._admitted)
-        g = _member_count(ids[~hit], self._evicted)
-        if h or g:
-            self._counts.append((t, h, g))
-            self._hits += h
-            self._ghosts += g
+        hits, misses = ids[hit], ids[~hit]
+        for r in self._rounds:
+            r.hits += _member_count(hits, r.admitted)
+            r.ghost_misses += _member_count(misses, r.evicted)
 
     def on_round(self, admitted: np.ndarray, evicted: np.ndarray, t: int) -> None:
         """A round at minibatch ``t`` put ``admitted`` ids in and took ``evicted`` ids out."""
         self._rounds.append(
-            (t, np.asarray(admitted, dtype=np.int64), np.asarray(evicted, dtype=np.int64))
+            _Round(t, np.unique(np.asarray(admitted)), np.unique(np.asarray(evicted)))
         )
-        self._rebuild()
 
     def outcome(self, t: int) -> RoundOutcome:
         """The rounds of the ``span`` minibatches up to ``t`` (the latest one observed)."""
         self._expire(t)
         return RoundOutcome(
             rounds=len(self._rounds),
-            rows=sum(r[1].shape[0] for r in self._rounds),
-            admit_hits=self._hits,
-            ghost_misses=self._ghosts,
+            rows=sum(r.admitted.shape[0] for r in self._rounds),
+            admit_hits=sum(r.hits for r in self._rounds),
+            ghost_misses=sum(r.ghost_misses for r in self._rounds),
         )

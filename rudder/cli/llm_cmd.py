@@ -15,6 +15,7 @@ from rudder.llm.defaults import (
     llm_model_from_env,
     llm_url_from_env,
 )
+from rudder.prompts import DEFAULT_PROMPT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--history", type=positive_int, default=4, help="earlier records shown as history"
     )
-    a.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v3)")
+    a.add_argument(
+        "--prompt", default=None, help=f"prompt name or directory (default: {DEFAULT_PROMPT})"
+    )
     a.add_argument("--llm-url", default=llm_url_from_env())
     a.add_argument("--llm-model", default=llm_model_from_env())
     a.set_defaults(func=run_ask)

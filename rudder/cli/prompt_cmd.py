@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rudder.cli.common import positive_int
 from rudder.llm.defaults import llm_model_from_env, llm_url_from_env
+from rudder.prompts import DEFAULT_PROMPT
 
 
 def add_llm_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,9 @@ def add_llm_args(p: argparse.ArgumentParser) -> None:
         help="model name; prompt eval takes several, joined by commas "
         "(default: qwen2.5-coder-0.5b)",
     )
-    p.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v3)")
+    p.add_argument(
+        "--prompt", default=None, help=f"prompt name or directory (default: {DEFAULT_PROMPT})"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = psub.add_parser("render", help="print the exact messages the LLM gets for one minibatch")
     r.add_argument("--metrics-trace", required=True, type=Path, help="metrics JSON lines")
     r.add_argument("--at", type=int, default=-1, help="record index (default: the last)")
-    r.add_argument("--prompt", default=None, help="prompt name or directory (default: decision-v3)")
+    r.add_argument(
+        "--prompt", default=None, help=f"prompt name or directory (default: {DEFAULT_PROMPT})"
+    )
     r.add_argument(
         "--history-decider",
         default="never",

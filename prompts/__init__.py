@@ -110,9 +110,17 @@ def decision_messages(prompt: DecisionPrompt, current: dict, history: list[str])
         "round_payoff": payoff,
         "round_outcome_text": (
             f"{rows} rows put in, hit {hits} times since; the rows they took out were missed "
-            f"{ghosts} times since: payoff {payoff:.1f}"
+            f"{ghosts} times since: payoff {payoff:.1f}, "
+            + ("at least 1.5" if payoff >= 1.5 else "below 1.5")
             if rows
             else "none"
+        ),
+        "since_replacement_vs_window": (
+            "none yet"
+            if since < 0
+            else f"{since} minibatches ago, "
+            + ("at least" if since >= 2 * current.get("window", 1) else "under")
+            + " 2W"
         ),
         "remaining_minibatches": max(current["total_minibatches"] - current["minibatch"] - 1, 0),
         "since_replacement_text": "none yet" if since < 0 else f"{since} minibatches ago",

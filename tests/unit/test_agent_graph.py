@@ -219,3 +219,20 @@ def test_the_grounding_reaches_the_prompt_exactly():
         f"W = {m['window']}",
     ):
         assert text in user, text
+
+
+def test_the_round_outcomes_reach_the_default_prompt_exactly():
+    rows = records()
+    m = next(r for r in rows if r.round_rows_window and r.round_ghost_misses).to_dict()
+    user = LLMModel(LLMConfig()).messages(m, [])[1]["content"]
+    payoff = m["round_admit_hits"] / m["round_ghost_misses"]
+    assert (
+        f"Rounds in the last W: {m['round_rows_window']} rows put in, hit "
+        f"{m['round_admit_hits']} times since; the rows they took out were missed "
+        f"{m['round_ghost_misses']} times since: payoff {payoff:.1f}."
+    ) in user
+    # Steady access: the heuristic rarely replaced, and a window without rounds says so.
+    steady = records("distdgl-stationary-heuristic-rank-0.jsonl")
+    quiet = next(r for r in steady if r.minibatch > 0 and not r.round_rows_window)
+    user = LLMModel(LLMConfig()).messages(quiet.to_dict(), [])[1]["content"]
+    assert "Rounds in the last W: none." in user and "payoff" not in user

@@ -34,7 +34,7 @@ def test_the_default_prompt_ships(records):
     assert msgs[0]["content"] == p.system  # a static prefix: identical on every decision
     user = msgs[1]["content"]
     assert "Minibatch 10 of" in user and "minibatch 9:" in user and "minibatch 8:" in user
-    assert "minibatch 6:" not in user  # decision-v3 shows the two latest only (tokens cost)
+    assert "minibatch 6:" not in user  # the default shows the two latest only (tokens cost)
     assert "{" not in user  # every field was filled
     assert next(iter(p.schema["properties"])) == "decision"  # decided first, acted on early
 

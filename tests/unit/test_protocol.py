@@ -179,7 +179,7 @@ def test_non_string_keys_are_malformed():
     reject(msgpack.packb({1: 2}), "malformed")
 
 
-@pytest.mark.parametrize("version", [None, 3, 0, "2", 2.0, True])
+@pytest.mark.parametrize("version", [None, 2, 4, 0, "3", 3.0, True])
 def test_unknown_or_missing_version_names_the_supported_ones(version):
     body = {"kind": "ping", "seq": 7}
     if version is not None:
@@ -189,20 +189,25 @@ def test_unknown_or_missing_version_names_the_supported_ones(version):
     assert e.kind == "ping" and e.seq == 7  # enough to address the error reply
 
 
-def test_a_version_1_peer_is_told_both_versions():
-    """Version 1 metrics lack the grounding fields: the error names what each side speaks."""
-    e = reject(msgpack.packb({"v": 1, "kind": "ping", "seq": 7}), "unsupported_version")
-    assert "version 1" in str(e) and f"version(s) {PROTOCOL_VERSION}" in str(e)
-    assert PROTOCOL_VERSION == METRICS_VERSION == 2
+@pytest.mark.parametrize("old", [1, 2])
+def test_an_older_peer_is_told_both_versions(old):
+    """Older metrics lack grounding fields: the error names what each side speaks."""
+    e = reject(msgpack.packb({"v": old, "kind": "ping", "seq": 7}), "unsupported_version")
+    assert f"version {old}" in str(e) and f"version(s) {PROTOCOL_VERSION}" in str(e)
+    assert PROTOCOL_VERSION == METRICS_VERSION == 3
 
 
-def test_a_version_1_metrics_record_is_refused_with_both_versions():
-    v2_only = {"window", "hit_pct_prev_window", "repeat_miss_pct"} | {
-        f.name for f in dataclasses.fields(Metrics) if f.name.startswith("round_")
-    }
-    v1 = {k: v for k, v in metrics().to_dict().items() if k not in v2_only}
-    with pytest.raises(ValueError, match=r"version 1.*needs version 2"):
-        Metrics.from_dict(v1)
+V3_ONLY = {"round_rows_window", "round_admit_hits", "round_ghost_misses"}
+V2_ONLY = {"window", "hit_pct_prev_window", "repeat_miss_pct"} | {
+    f.name for f in dataclasses.fields(Metrics) if f.name.startswith("round_")
+}
+
+
+@pytest.mark.parametrize(("old", "missing"), [(1, V2_ONLY), (2, V3_ONLY)])
+def test_an_older_metrics_record_is_refused_with_both_versions(old, missing):
+    record = {k: v for k, v in metrics().to_dict().items() if k not in missing}
+    with pytest.raises(ValueError, match=rf"version {old}.*needs version 3"):
+        Metrics.from_dict(record)
 
 
 @pytest.mark.parametrize("kind", ["pang", None, 3, "Metrics"])

@@ -35,12 +35,15 @@ def test_additive_sequence():
     p = _policy(rule)
     p.step(_ids(1, 2), replace=True)  # both admitted at score 1
     assert _values_by_id(p) == {1: 1.0, 2: 1.0}
+    assert p.preview().stale_slots == 0  # idle at the next minibatch, both would be 0.5
     p.step(_ids(1))  # 1: 1 + 1 = 2; 2 idle: 0.5
     assert _values_by_id(p) == pytest.approx({1: 2.0, 2: 0.5})
-    assert p.preview().stale_slots == 0
+    # The preview counts stale slots where a decision made now lands, the next minibatch:
+    # 2, idle there too, falls to 0.25 < 0.3.
+    assert p.preview().stale_slots == 1
     p.step(_ids(1))  # 1: min(3, 2.5); 2: 0.25 < 0.3, stale
     assert _values_by_id(p) == pytest.approx({1: 2.5, 2: 0.25})
-    assert p.preview().stale_slots == 1
+    assert p.preview().stale_slots == 1  # 1 would be 1.25: fresh
     p.step(_ids())  # both idle
     assert _values_by_id(p) == pytest.approx({1: 1.25, 2: 0.125})
     p.step(_ids(2))  # a stale entry hit again recovers: 0.125 + 1 (no decay when hit)
@@ -54,12 +57,13 @@ def test_multiplicative_sequence_stale_after_more_than_period_idle():
     p.step(_ids(1, 2), replace=True)
     p.step(_ids(1))  # a hit undoes this minibatch's decay: 1 stays 1; 2 idle once: 0.5
     assert _values_by_id(p) == pytest.approx({1: 1.0, 2: 0.5})
+    assert p.preview().stale_slots == 0  # next minibatch, idle: 2 exactly on the threshold
     p.step(_ids())  # 2 idle twice: exactly on the threshold, not stale
     assert _values_by_id(p) == pytest.approx({1: 0.5, 2: 0.25})
-    assert p.preview().stale_slots == 0
+    assert p.preview().stale_slots == 1  # where a decision lands, 2 is idle a third time
     p.step(_ids())  # 2 idle three times (> period): stale; 1 idle twice: not yet
     assert _values_by_id(p) == pytest.approx({1: 0.25, 2: 0.125})
-    assert p.preview().stale_slots == 1
+    assert p.preview().stale_slots == 2
 
 
 def test_replacement_evicts_the_stale_and_admits_the_most_missed():

@@ -122,6 +122,11 @@ class TimedChannel(DecisionChannel):
         self._in_flight = (due, decision)
 
 
+def untimed(decider: TimedDecider) -> Decider:
+    """A :class:`TimedDecider` as a plain decider: its answers land when the channel says."""
+    return _Untimed(decider)
+
+
 class _Untimed(Decider):
     """Lets a :class:`TimedDecider` sit where a plain decider is expected (``first()``)."""
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from rudder.decisions import Decider
 from rudder.rules import make_decider
-from rudder.trainer_hooks.channel import DecisionChannel, TimedChannel, TimedDecider
+from rudder.trainer_hooks.channel import DecisionChannel, TimedChannel, TimedDecider, untimed
 from rudder.trainer_hooks.hook import MinibatchHook, decider_for
 from rudder.trainer_hooks.metrics import DEFAULT_WINDOW, Accounting, Metrics, Totals
 from rudder.trainer_hooks.policies.base import PolicyContext
@@ -40,6 +40,9 @@ class ReplayConfig:
     buffer_fraction: float
     decider: str = "heuristic"
     latency: int = 1  # minibatches between a request and its decision taking effect
+    # The agent's decisions land after `latency` minibatches, as if the trainer waited for
+    # them (sync mode), not after their measured seconds in the trace's time.
+    agent_sync: bool = False
     scored: ScoredOptions = field(default_factory=ScoredOptions)
     window: int = DEFAULT_WINDOW
 
@@ -121,8 +124,11 @@ def replay(
         else:
             decider = make_decider(decider_spec)
         if rule is None and hasattr(decider, "decide_timed"):
-            times = (trace.sample_s + trace.fetch_s + trace.compute_s).tolist()
-            channel = TimedChannel(decider, times)
+            if config.agent_sync:
+                channel = DecisionChannel(untimed(decider), config.latency)
+            else:
+                times = (trace.sample_s + trace.fetch_s + trace.compute_s).tolist()
+                channel = TimedChannel(decider, times)
         else:
             latency = config.latency if rule is None else 1  # baselines decide locally, at once
             channel = DecisionChannel(decider, latency)

@@ -56,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="minibatches before a decision takes effect; requests made meanwhile are "
         "dropped (1 = synchronous)",
     )
+    p.add_argument(
+        "--agent-sync",
+        action="store_true",
+        help="llm / classifier deciders: each decision lands after --latency minibatches, as if "
+        "the trainer waited for it (rudder train --agent-mode sync), not after its measured time",
+    )
     p.add_argument("--scoring", choices=("additive", "multiplicative"), default="additive")
     p.add_argument(
         "--candidate-window",
@@ -119,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         buffer_fraction=args.buffer,
         decider="never" if agent_decider else args.decider,  # the agent replaces it below
         latency=args.latency,
+        agent_sync=args.agent_sync,
         scored=ScoredOptions(
             scoring=args.scoring,
             candidate_window=args.candidate_window,

@@ -143,3 +143,18 @@ def test_replay_with_a_timed_decider_reports_its_latency(rng):
     r = replay(trace, "rudder", ReplayConfig(buffer_fraction=0.2), decider=Timed(0.0))
     assert r.latency_p50_s == 0.0 and r.latency is None
     assert r.decisions == 30  # instant answers: one per minibatch (first() included)
+
+
+def test_an_agent_replayed_in_sync_mode_decides_every_minibatch_whatever_it_takes(rng):
+    """``agent_sync``: a slow agent's answers land after ``latency`` minibatches, as if the
+    trainer waited (rudder train --agent-mode sync), not after their time in the trace."""
+    trace = make_trace(random_batches(rng, 30, universe=200, max_len=40))
+    slow = Timed(latency_s=60.0)  # far longer than the whole trace
+    timed = replay(trace, "rudder", ReplayConfig(buffer_fraction=0.2), decider=slow)
+    assert timed.decisions < 3  # in trace time, a minute-long answer barely lands
+    synced = replay(
+        trace, "rudder", ReplayConfig(buffer_fraction=0.2, agent_sync=True), decider=Timed(60.0)
+    )
+    assert synced.decisions == 30 and synced.latency == 1
+    assert synced.replace_decisions >= 29  # every answer (minibatch 0 has none yet)
+    assert synced.totals.replacements > timed.totals.replacements

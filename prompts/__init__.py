@@ -111,16 +111,23 @@ def decision_messages(prompt: DecisionPrompt, current: dict, history: list[str])
         "round_outcome_text": (
             f"{rows} rows put in, hit {hits} times since; the rows they took out were missed "
             f"{ghosts} times since: payoff {payoff:.1f}, "
-            + ("at least 1.5" if payoff >= 1.5 else "below 1.5")
+            + ("at least 1.5: rounds pay" if payoff >= 1.5 else "below 1.5: rounds churn")
             if rows
             else "none"
         ),
+        # Whether to try a round, said only when no round ran in the window (else the
+        # outcome above decides).
         "since_replacement_vs_window": (
-            "none yet"
+            "none yet: try one"
             if since < 0
+            else f"{since} minibatches ago"
+            if rows
             else f"{since} minibatches ago, "
-            + ("at least" if since >= 2 * current.get("window", 1) else "under")
-            + " 2W"
+            + (
+                "at least 2W: try one"
+                if since >= 2 * current.get("window", 1)
+                else "under 2W: wait"
+            )
         ),
         "remaining_minibatches": max(current["total_minibatches"] - current["minibatch"] - 1, 0),
         "since_replacement_text": "none yet" if since < 0 else f"{since} minibatches ago",

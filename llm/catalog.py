@@ -117,7 +117,8 @@ CATALOG: dict[str, ModelCard] = {
         ),
     )
 }
-# The agent's default: on 2 CPU cores the only model that decides within seconds (decision-v3,
-# ~2.5 s idle to the decision vs ~4.7 s for the 1.5B; docs/models.md has the figures).
+# The agent's default: on 2 CPU cores the only model that decides within seconds (~2.5 s idle,
+# 9-12 s under training load; the 1.5B 4.7 s and 59 s). It does not follow the numbers the
+# way the 1.5B does (docs/agent.md, "Which model steers"): use that one where it answers in time.
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 TEST_MODEL = "smollm2-135m"

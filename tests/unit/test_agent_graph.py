@@ -226,13 +226,23 @@ def test_the_round_outcomes_reach_the_default_prompt_exactly():
     m = next(r for r in rows if r.round_rows_window and r.round_ghost_misses).to_dict()
     user = LLMModel(LLMConfig()).messages(m, [])[1]["content"]
     payoff = m["round_admit_hits"] / m["round_ghost_misses"]
+    verdict = "at least 1.5: rounds pay" if payoff >= 1.5 else "below 1.5: rounds churn"
     assert (
         f"Rounds in the last W: {m['round_rows_window']} rows put in, hit "
         f"{m['round_admit_hits']} times since; the rows they took out were missed "
-        f"{m['round_ghost_misses']} times since: payoff {payoff:.1f}."
+        f"{m['round_ghost_misses']} times since: payoff {payoff:.1f}, {verdict}."
     ) in user
-    # Steady access: the heuristic rarely replaced, and a window without rounds says so.
-    steady = records("distdgl-stationary-heuristic-rank-0.jsonl")
-    quiet = next(r for r in steady if r.minibatch > 0 and not r.round_rows_window)
-    user = LLMModel(LLMConfig()).messages(quiet.to_dict(), [])[1]["content"]
-    assert "Rounds in the last W: none." in user and "payoff" not in user
+    assert f"Last round: {m['since_replacement']} minibatches ago." in user
+    # Steady access: the heuristic rarely replaced; a window without rounds says so, and
+    # whether it is time to try one (2W after the last).
+    quiet = [
+        r
+        for r in records("distdgl-stationary-heuristic-rank-0.jsonl")[1:]
+        if not r.round_rows_window
+    ]
+    assert len(quiet) > 20
+    for r in quiet:
+        user = LLMModel(LLMConfig()).messages(r.to_dict(), [])[1]["content"]
+        assert "Rounds in the last W: none." in user and "payoff" not in user
+        advice = "at least 2W: try one" if r.since_replacement >= 2 * r.window else "under 2W: wait"
+        assert f"Last round: {r.since_replacement} minibatches ago, {advice}." in user

@@ -210,6 +210,9 @@ def test_interrupt_stops_everything_then_reraises(supervise, signum):
         sup.start(spec("m0-server0", SLEEP_FOREVER, role="server")),
         sup.start(spec("m0-trainer0", SLEEP_FOREVER)),
     ]
+    # Python leaves SIGINT ignored when it was started so (a background job of a shell without
+    # job control): give Ctrl-C its usual meaning here, however pytest was started.
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signum))
     timer.start()
     try:
@@ -217,6 +220,7 @@ def test_interrupt_stops_everything_then_reraises(supervise, signum):
             sup.wait()
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, sigint)
     assert sup.report is not None and sup.report.reason == "interrupted"
     assert not sup.report.ok
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rudder.rules import ROUND_PAYOFF
+
 HERE = Path(__file__).parent
 DEFAULT_PROMPT = "decision-v4"
 
@@ -101,34 +103,15 @@ def decision_messages(prompt: DecisionPrompt, current: dict, history: list[str])
     net = current.get("round_swap_rows", 0) * (
         current.get("round_admit_use", 0.0) - current.get("round_evict_use", 0.0)
     )
-    rows = current.get("round_rows_window", 0)
     hits, ghosts = current.get("round_admit_hits", 0), current.get("round_ghost_misses", 0)
     payoff = hits / max(ghosts, 1)
+    outcome, last_round = _round_outcome_text(current, since, payoff)
     fields = {
         **current,
         "round_net": net,
         "round_payoff": payoff,
-        "round_outcome_text": (
-            f"{rows} rows put in, hit {hits} times since; the rows they took out were missed "
-            f"{ghosts} times since: payoff {payoff:.1f}, "
-            + ("at least 1.5: rounds pay" if payoff >= 1.5 else "below 1.5: rounds churn")
-            if rows
-            else "none"
-        ),
-        # Whether to try a round, said only when no round ran in the window (else the
-        # outcome above decides).
-        "since_replacement_vs_window": (
-            "none yet: try one"
-            if since < 0
-            else f"{since} minibatches ago"
-            if rows
-            else f"{since} minibatches ago, "
-            + (
-                "at least 2W: try one"
-                if since >= 2 * current.get("window", 1)
-                else "under 2W: wait"
-            )
-        ),
+        "round_outcome_text": outcome,
+        "since_replacement_vs_window": last_round,
         "remaining_minibatches": max(current["total_minibatches"] - current["minibatch"] - 1, 0),
         "since_replacement_text": "none yet" if since < 0 else f"{since} minibatches ago",
         "history": "\n".join(history) or "- none yet",
@@ -139,6 +122,35 @@ def decision_messages(prompt: DecisionPrompt, current: dict, history: list[str])
         {"role": "system", "content": prompt.system},
         {"role": "user", "content": prompt.user(fields)},
     ]
+
+
+def _round_outcome_text(current: dict, since: int, payoff: float) -> tuple[str, str]:
+    """What the rounds of the window did, with its verdict, and when the last round ran.
+
+    Whether to try a round is said only when none ran in the window (else the outcome decides).
+    """
+    rows = current.get("round_rows_window", 0)
+    if since < 0:
+        last = "none yet: try one"
+    elif rows:
+        last = f"{since} minibatches ago"
+    elif since >= 2 * current.get("window", 1):
+        last = f"{since} minibatches ago, at least 2W: try one"
+    else:
+        last = f"{since} minibatches ago, under 2W: wait"
+    if not rows:
+        return "none", last
+    verdict = (
+        f"at least {ROUND_PAYOFF:g}: rounds pay"
+        if payoff >= ROUND_PAYOFF
+        else f"below {ROUND_PAYOFF:g}: rounds churn"
+    )
+    outcome = (
+        f"{rows} rows put in, hit {current.get('round_admit_hits', 0)} times since; the rows "
+        f"they took out were missed {current.get('round_ghost_misses', 0)} times since: payoff "
+        f"{payoff:.1f}, {verdict}"
+    )
+    return outcome, last
 
 
 def metrics_history(records: list[dict]) -> list[str]:

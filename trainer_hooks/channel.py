@@ -102,7 +102,7 @@ class TimedChannel(DecisionChannel):
     """
 
     def __init__(self, decider: TimedDecider, minibatch_s: Sequence[float]):
-        super().__init__(_Untimed(decider), latency=1)
+        super().__init__(Untimed(decider), latency=1)
         self.timed = decider
         self.minibatch_s = minibatch_s
         self.latencies_s: list[float] = []
@@ -122,13 +122,11 @@ class TimedChannel(DecisionChannel):
         self._in_flight = (due, decision)
 
 
-def untimed(decider: TimedDecider) -> Decider:
-    """A :class:`TimedDecider` as a plain decider: its answers land when the channel says."""
-    return _Untimed(decider)
+class Untimed(Decider):
+    """A :class:`TimedDecider` where a plain decider is expected (``first()`` included).
 
-
-class _Untimed(Decider):
-    """Lets a :class:`TimedDecider` sit where a plain decider is expected (``first()``)."""
+    Its answers land when the channel says, not after their measured time.
+    """
 
     name = "timed"
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from rudder.decisions import Decider
 from rudder.rules import make_decider
-from rudder.trainer_hooks.channel import DecisionChannel, TimedChannel, TimedDecider, untimed
+from rudder.trainer_hooks.channel import DecisionChannel, TimedChannel, TimedDecider, Untimed
 from rudder.trainer_hooks.hook import MinibatchHook, decider_for
 from rudder.trainer_hooks.metrics import DEFAULT_WINDOW, Accounting, Metrics, Totals
 from rudder.trainer_hooks.policies.base import PolicyContext
@@ -125,7 +125,7 @@ def replay(
             decider = make_decider(decider_spec)
         if rule is None and hasattr(decider, "decide_timed"):
             if config.agent_sync:
-                channel = DecisionChannel(untimed(decider), config.latency)
+                channel = DecisionChannel(Untimed(decider), config.latency)
             else:
                 times = (trace.sample_s + trace.fetch_s + trace.compute_s).tolist()
                 channel = TimedChannel(decider, times)

@@ -1,8 +1,9 @@
 """The agent link's own costs: what a trainer pays per minibatch, and a sidecar round trip.
 
-Starts a real sidecar (`rudder agent serve --decider never --checkpoint ...`: the LangGraph
-agent with its SQLite checkpoint and a rule that answers in microseconds, so what is measured
-is everything but an LLM) on an ipc socket and measures
+Starts a real sidecar (`rudder agent serve --decider never --checkpoint ...`: the agent's
+steps with its SQLite checkpoint and a rule that answers in microseconds, so what is measured
+is everything but an LLM; benchmarks/bench_sidecar.py loads it with many trainers) on an ipc
+socket and measures
 
 (a) the trainer-side cost of `decision_for(t)` + `offer(metrics)` in async mode, back to back
     (most offers dropped: a request is in flight) and with 1 ms minibatches (every minibatch
@@ -55,7 +56,7 @@ def summary(name: str, samples_s: list[float], unit: float, target: float | None
 
 
 def start_sidecar(endpoint: str) -> subprocess.Popen:
-    # The production path: the LangGraph agent with its SQLite checkpoint, as in training runs.
+    # The production path: the agent with its SQLite checkpoint, as in training runs.
     ckpt = endpoint.removeprefix("ipc://").rsplit("/", 1)[0] + "/agent.sqlite"
     argv = [sys.executable, "-m", "rudder", "-q", "agent", "serve", "--bind", endpoint]
     proc = subprocess.Popen([*argv, "--decider", "never", "--checkpoint", ckpt, "--run-id", "b"])

@@ -2,13 +2,14 @@
 
 The sidecar (``controller/server.py``) owns the ZeroMQ socket and calls an Agent from worker
 threads: ``decide`` may run concurrently for different trainers, never twice at once for the
-same trainer. The LangGraph agent (``controller/graph.py``) implements it, and so do the test
+same trainer; ``stats`` and ``release`` come from the sidecar's loop and must be quick. The
+LangGraph agent (``controller/graph.py``) implements it, and so do the test
 fakes (``tests/fakes.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol, runtime_checkable
 
 from rudder.decisions import Decision
@@ -36,8 +37,19 @@ class Agent(Protocol):
         """
         ...
 
-    def stats(self) -> dict[int, dict]:
-        """Live statistics per trainer (Pass@1, valid %, replace %, latency, ...)."""
+    def stats(self, trainers: Collection[int] | None = None) -> dict[int, dict]:
+        """Live statistics of ``trainers`` (default: all it knows): Pass@1, valid %, latency.
+
+        Called from the sidecar's loop for the trainers one stats reply lists: keep it cheap
+        (no model call, no I/O per trainer where it can be avoided).
+        """
+        ...
+
+    def release(self, trainer: int) -> None:
+        """The sidecar forgot ``trainer`` (bye or expiry): free what is kept for it.
+
+        Its statistics may stay (bounded); called from the loop, never during its own call.
+        """
         ...
 
     def close(self) -> None:

@@ -5,11 +5,15 @@ messages; ``Agent.decide`` runs in worker threads (``workers.py``), and which tr
 runs next, what times out and who is forgotten is the per-trainer registry's job
 (``dispatch.py``). The endpoint and its socket file are handled in ``router_socket.py``.
 A failing or timed-out ``decide`` becomes a ``valid=False`` skip sent back; a malformed
-message gets an ``error`` reply. Nothing a peer sends and nothing the agent does stops the loop.
+message gets an ``error`` reply. Nothing a peer sends and nothing the agent does stops the loop:
+every message is handled inside one ``try`` that catches everything, each failure is counted
+by its reason (``errors`` in the statistics), and the log is rate-limited per kind of event
+with a peer's text quoted, escaped and truncated (``log_limit.py``, ``protocol.brief``).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -22,6 +26,7 @@ from typing import Any
 
 import zmq
 
+from rudder.controller import stats
 from rudder.controller.agent import Agent
 from rudder.controller.dispatch import Dispatcher, TrainerState
 from rudder.controller.router_socket import bind_router, remove_ipc_file
@@ -40,6 +45,7 @@ from rudder.protocol import (
     ProtocolError,
     StatsReply,
     StatsRequest,
+    brief,
     check_endpoint,
     decode,
     encode,
@@ -49,6 +55,9 @@ log = logging.getLogger(__name__)
 
 _DRAIN_BATCH = 256  # messages read per loop turn before results and housekeeping get a turn
 _TICK_S = 0.1  # housekeeping period (timeouts, expiry) and the longest a lost wake-up costs
+# A stats reply is reused this long while no trainer joins or leaves: a flood of requests
+# costs one build (at most 64 trainers' statistics) per period.
+_STATS_TTL_S = 0.1
 
 
 @dataclass(kw_only=True, slots=True)
@@ -64,6 +73,7 @@ class ServerConfig:
     log_path: Path | None = None  # decisions as JSON lines, appended
     allow_remote: bool = False  # bind tcp on a non-loopback address
     label: str = ""  # the decider's name, for stats and logs
+    max_trainers: int = 256  # tracked at once; a hello beyond gets too_many_trainers
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -77,6 +87,8 @@ class ServerConfig:
                 )
         if self.stop_grace_s < 0 or self.max_retired_workers < 0:
             raise ValueError("agent server: stop_grace_s and max_retired_workers must be >= 0")
+        if self.max_trainers < 1:
+            raise ValueError(f"agent server: max_trainers must be >= 1, got {self.max_trainers}")
 
 
 class AgentServer(Dispatcher):
@@ -90,6 +102,9 @@ class AgentServer(Dispatcher):
         self.config = config or ServerConfig()
         self._started = time.monotonic()
         self._signal: int | None = None
+        self.errors: collections.Counter[str] = collections.Counter()  # rejected, by reason
+        # built at, trainers tracked + left (a change of either rebuilds), server, trainers
+        self._stats_cache: tuple[float, tuple[int, int], dict, dict] | None = None
         # The decision log first: a failure there must not leave a bound socket behind.
         self._log = open(self.config.log_path, "a", buffering=1) if self.config.log_path else None  # noqa: SIM115
         self._ctx = zmq.Context(io_threads=1)
@@ -105,6 +120,7 @@ class AgentServer(Dispatcher):
             max_retired_workers=self.config.max_retired_workers,
             decide_timeout_s=self.config.decide_timeout_s,
             expiry_s=self.config.expiry_s,
+            max_trainers=self.config.max_trainers,
         )
 
     # -- the loop ------------------------------------------------------------------------------
@@ -123,16 +139,23 @@ class AgentServer(Dispatcher):
             "s" * (self.config.workers > 1),
             self.config.mode,
         )
+        next_tick = time.monotonic()
         try:
             while not self._stopping:
                 events = dict(poller.poll(int(_TICK_S * 1000)))
                 if self._sock in events:
                     self._read_socket()
                 self._workers.clear_wake()
-                self._take_results()
-                now = time.monotonic()
-                self._housekeeping(now)
-                self._dispatch()
+                try:
+                    self._take_results()
+                    now = time.monotonic()
+                    if now >= next_tick:  # O(trainers): per tick, not per message
+                        self._housekeeping(now)
+                        next_tick = now + _TICK_S
+                    self._dispatch()
+                except Exception:  # a bug of ours: logged and counted, the loop goes on
+                    self.errors["internal"] += 1
+                    self._logs.log("loop", logging.ERROR, "agent: loop step failed", exc_info=True)
             if self._signal is not None:
                 log.info("agent: %s, stopping", signal.Signals(self._signal).name)
             self._finish_in_flight()
@@ -160,23 +183,41 @@ class AgentServer(Dispatcher):
             except zmq.Again:
                 return
             self.counters["messages"] += 1
-            rid = frames[0]
-            if len(frames) != 2:
-                self._reject(
-                    rid, ProtocolError("malformed", f"expected 1 frame, got {len(frames) - 1}")
-                )
-                continue
             try:
-                msg = decode(frames[1])
-            except ProtocolError as e:
-                self._reject(rid, e)
-                continue
-            try:
-                self._handle(rid, msg, time.monotonic())
+                self._serve(frames)
             except Exception:  # a bug in handling one message must not end the sidecar
-                log.exception("agent: failed to handle a %s message", msg.KIND)
-                seq = getattr(msg, "seq", None)
-                self._send(rid, ErrorReply(reason="internal", detail="the agent failed", seq=seq))
+                self.errors["internal"] += 1
+                self._logs.log(
+                    "internal", logging.ERROR, "agent: failed to handle a message", exc_info=True
+                )
+                with contextlib.suppress(Exception):
+                    self._send(frames[0], ErrorReply(reason="internal", detail="the agent failed"))
+
+    def _serve(self, frames: list[bytes]) -> None:
+        """Decode, check and handle one message from the socket."""
+        rid = frames[0]
+        if len(frames) != 2:
+            why = f"expected 1 frame, got {len(frames) - 1}"
+            self._reject(rid, ProtocolError("malformed", why))
+            return
+        try:
+            msg = decode(frames[1])
+        except ProtocolError as e:
+            self._reject(rid, e)
+            return
+        try:
+            self._handle(rid, msg, time.monotonic())
+        except Exception:
+            self.errors["internal"] += 1
+            self._logs.log(
+                "internal",
+                logging.ERROR,
+                "agent: failed to handle a %s message",
+                msg.KIND,
+                exc_info=True,
+            )
+            seq = getattr(msg, "seq", None)
+            self._send(rid, ErrorReply(reason="internal", detail="the agent failed", seq=seq))
 
     def _handle(self, rid: bytes, msg: Message, now: float) -> None:
         if isinstance(msg, MetricsReport):
@@ -194,7 +235,14 @@ class AgentServer(Dispatcher):
             self._on_bye(msg)
         elif isinstance(msg, ErrorReply):  # never answer an error with an error (no ping-pong)
             self.counters["rejected"] += 1
-            log.warning("agent: a peer reported %s: %s", msg.reason, msg.detail)
+            self.errors["from_peer"] += 1
+            self._logs.log(
+                "peer_error",
+                logging.WARNING,
+                "agent: a peer reported %s: %s",
+                msg.reason,
+                brief(msg.detail, 200),
+            )
         else:
             why = f"the agent does not accept {msg.KIND!r} messages"
             seq = getattr(msg, "seq", None)
@@ -203,16 +251,34 @@ class AgentServer(Dispatcher):
     def _on_hello(self, rid: bytes, msg: Hello, now: float) -> None:
         st = self._trainers.get(msg.trainer)
         if st is None:
+            if len(self._trainers) >= self.config.max_trainers:
+                cfg = self.config
+                why = (
+                    f"this agent tracks at most {cfg.max_trainers} trainers and has "
+                    f"{len(self._trainers)}; retry after one leaves (bye, or {cfg.expiry_s:g} s "
+                    "of silence), or start it with a larger --max-trainers"
+                )
+                e = ProtocolError("too_many_trainers", why, kind=msg.KIND, trainer=msg.trainer)
+                self._reject(rid, e)
+                return
             st = self._trainers[msg.trainer] = TrainerState(msg.trainer, rid, now)
-            log.info(
-                "agent: trainer %d joined (run %s, %s)", msg.trainer, msg.run_id or "-", msg.mode
+            self._departed.pop(msg.trainer, None)
+            self._logs.log(
+                "joined",
+                logging.INFO,
+                "agent: trainer %d joined (run %s, %s)",
+                msg.trainer,
+                brief(msg.run_id) if msg.run_id else "-",
+                msg.mode,
             )
         st.routing_id, st.last_seen, st.leaving = rid, now, False
         st.run_id, st.mode = msg.run_id, msg.mode
         st.info = {**msg.info.to_dict(), "run_id": msg.run_id, "mode": msg.mode}
         st.hello_pending = st.info
         if msg.mode != self.config.mode:  # served the same way; worth a note in the log
-            log.info(
+            self._logs.log(
+                "mode",
+                logging.INFO,
                 "agent: trainer %d runs in %s mode, this agent expects %s",
                 msg.trainer,
                 msg.mode,
@@ -248,10 +314,16 @@ class AgentServer(Dispatcher):
             return
         st.pending = st.hello_pending = None
         if st.job is None:
-            del self._trainers[msg.trainer]
+            self._forget(st, "left")
         else:
-            st.leaving = True
-        log.info("agent: trainer %d said bye%s", msg.trainer, f" ({msg.reason})" * bool(msg.reason))
+            st.leaving = True  # forgotten once its call returns
+        self._logs.log(
+            "bye",
+            logging.INFO,
+            "agent: trainer %d said bye%s",
+            msg.trainer,
+            f" ({brief(msg.reason)})" if msg.reason else "",
+        )
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -278,13 +350,17 @@ class AgentServer(Dispatcher):
             try:
                 self._log.write(json.dumps(record) + "\n")
             except OSError as e:
-                log.error("agent: cannot write the decision log: %s", e)
+                self._logs.log(
+                    "log_write", logging.ERROR, "agent: cannot write the decision log: %s", e
+                )
 
     def _send(self, rid: bytes, msg: Message) -> None:
         try:
             payload = encode(msg)
         except ProtocolError as e:
-            log.error("agent: cannot encode a %s reply: %s", msg.KIND, e)
+            self._logs.log(
+                "encode", logging.ERROR, "agent: cannot encode a %s reply: %s", msg.KIND, e
+            )
             payload = encode(
                 ErrorReply(reason="internal", detail=str(e)[:200], seq=getattr(msg, "seq", None))
             )
@@ -296,35 +372,57 @@ class AgentServer(Dispatcher):
 
     def _reject(self, rid: bytes, e: ProtocolError) -> None:
         self.counters["rejected"] += 1
-        log.warning("agent: rejected a message: %s", e)
+        self.errors[e.reason] += 1
+        # The detail quotes peer values only through protocol.brief (escaped, short).
+        self._logs.log("rejected", logging.WARNING, "agent: rejected a message: %s", str(e)[:300])
         self._send(
             rid, ErrorReply(reason=e.reason, detail=e.detail[:500], seq=e.seq, trainer=e.trainer)
         )
 
     def _stats_reply(self, seq: int, now: float) -> StatsReply:
-        try:
-            agent_stats = _plain_json(self.agent.stats())
-        except Exception as e:
-            log.warning("agent: agent.stats() failed: %r", e)
-            agent_stats = {}
-        trainers = {}
-        for tid, st in self._trainers.items():
-            trainers[tid] = {**st.stats(now), "agent": agent_stats.get(str(tid), {})}
-        for tid, stats in agent_stats.items():  # trainers that said bye: their decisions count
-            trainers.setdefault(int(tid), {"connected": False, "agent": stats})
+        """Counters and the trainers that fit one message (controller/stats.py), reused briefly."""
+        cached = self._stats_cache
+        key = (len(self._trainers), self.counters["left"] + self.counters["purged"])
+        if cached is None or now - cached[0] > _STATS_TTL_S or cached[1] != key:
+            cached = self._stats_cache = (now, key, *self._build_stats(now))
+        return StatsReply(seq=seq, server=cached[2], trainers=cached[3])
+
+    def _build_stats(self, now: float) -> tuple[dict, dict]:
+        # Busy trainers and those with the most decisions first (a flood of idle ids last),
+        # then those that left, most recent first.
+        order = sorted(
+            self._trainers.values(), key=lambda st: (st.job is None, -st.decisions, st.trainer)
+        )
+        ids = [st.trainer for st in order] + list(reversed(self._departed))
+
+        def entry(tid: int) -> dict:
+            try:
+                agent = self.agent.stats([tid]).get(tid, {})
+            except Exception as e:
+                self._logs.log("stats", logging.WARNING, "agent: agent.stats() failed: %r", e)
+                agent = {}
+            st = self._trainers.get(tid)
+            return {**st.stats(now), "agent": agent} if st else {"connected": False, "agent": agent}
+
+        trainers = stats.fit(ids, entry)
         server = {
             **self.counters,
+            "errors": dict(self.errors),
             "decider": self.config.label,
             "endpoint": self.endpoint,
             "mode": self.config.mode,
             "pid": os.getpid(),
             "uptime_s": round(now - self._started, 3),
             "trainers": len(self._trainers),
+            "max_trainers": self.config.max_trainers,
+            "departed": len(self._departed),
+            "listed": len(trainers),
+            "not_listed": len(ids) - len(trainers),
             "workers": self._workers.capacity,
             "busy_workers": self._workers.running,
             "retired_workers": self._workers.retired,
         }
-        return StatsReply(seq=seq, server=server, trainers=trainers)
+        return server, trainers
 
     # -- shutdown ------------------------------------------------------------------------------
 
@@ -351,13 +449,6 @@ class AgentServer(Dispatcher):
             self.endpoint,
             ", ".join(f"{k} {v}" for k, v in self.counters.items() if v),
         )
-
-
-def _plain_json(value: Any) -> Any:
-    """``value`` as plain JSON types (stats may hold numpy numbers; keys become strings)."""
-    return json.loads(
-        json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-    )
 
 
 # -- the agent factory -------------------------------------------------------------------------

@@ -41,6 +41,7 @@ class _Recording:
         self.hellos: list[tuple[int, dict]] = []
         self.seen: list[tuple[int, int]] = []  # (trainer, minibatch) of every decide call
         self._counts: dict[int, list[int]] = {}  # trainer -> [decisions, replace]
+        self.released: list[int] = []
         self.closed = False
 
     def hello(self, trainer: int, info: dict) -> None:
@@ -55,12 +56,17 @@ class _Recording:
             counts[1] += decision.decision is Decision.REPLACE
         return decision
 
-    def stats(self) -> dict[int, dict]:
+    def stats(self, trainers=None) -> dict[int, dict]:
         with self._lock:
             return {
                 t: {"decisions": n, "replace": r, "replace_pct": 100.0 * r / n if n else 0.0}
                 for t, (n, r) in self._counts.items()
+                if trainers is None or t in trainers
             }
+
+    def release(self, trainer: int) -> None:
+        with self._lock:
+            self.released.append(trainer)
 
     def close(self) -> None:
         self.closed = True

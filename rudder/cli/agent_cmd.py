@@ -66,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds of silence after which a trainer is forgotten (default 300)",
     )
     s.add_argument(
+        "--max-trainers",
+        type=positive_int,
+        default=256,
+        help="trainers tracked at once; a hello beyond is refused with too_many_trainers "
+        "(default 256)",
+    )
+    s.add_argument(
         "--allow-remote",
         action="store_true",
         help="allow binding tcp on a non-loopback address (the protocol has no authentication)",
@@ -101,6 +108,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_path=args.log,
         allow_remote=args.allow_remote,
         label=args.decider,
+        max_trainers=args.max_trainers,
     )
     try:
         server = AgentServer(agent, args.bind or ipc_endpoint(), config)
@@ -135,6 +143,9 @@ def run_stats(args: argparse.Namespace) -> int:
         f"{srv.get('failed', 0)} failed, {srv.get('timed_out', 0)} timed out, "
         f"{srv.get('superseded', 0)} superseded, {srv.get('rejected', 0)} rejected"
     )
+    errors = srv.get("errors") or {}
+    if errors:
+        print("rejected, by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
     columns = ("metrics", "decisions", "replace_pct", "superseded", "failed", "mean_latency_s")
     rows = [
         [tid, *(s.get(c) for c in columns), s["last_seen_s"] if s.get("connected") else "left"]
@@ -142,4 +153,9 @@ def run_stats(args: argparse.Namespace) -> int:
     ]
     if rows:
         print(format_table(["trainer", *columns, "last_seen_s"], rows))
+    if srv.get("not_listed"):  # one reply always fits a message: the busiest are listed
+        print(
+            f"{srv['not_listed']} more trainers not listed ({srv.get('trainers', '?')} tracked, "
+            f"{srv.get('departed', '?')} departed)"
+        )
     return 0

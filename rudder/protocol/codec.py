@@ -42,11 +42,14 @@ from rudder.protocol.messages import (
 __all__ = [
     "ERROR_REASONS",
     "KINDS",
+    "MAX_DEPTH",
     "MAX_MESSAGE_BYTES",
+    "MAX_VALUES",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Message",
     "ProtocolError",
+    "brief",
     "decode",
     "encode",
     "from_wire",
@@ -56,6 +59,12 @@ __all__ = [
 PROTOCOL_VERSION = 3  # 2: metrics carry the grounding fields; 3: round outcomes (METRICS_VERSION)
 SUPPORTED_VERSIONS: tuple[int, ...] = (3,)
 MAX_MESSAGE_BYTES = 64 * 1024  # also the agent socket's zmq.MAXMSGSIZE: monsters never arrive
+# No message nests deeper than a stats reply (message > trainers > trainer > agent > value) or
+# holds more values than a 64 KiB frame of useful fields: anything beyond is refused before a
+# field is looked at, so no check, error message or log line ever walks a hostile structure.
+MAX_DEPTH = 8
+MAX_VALUES = 8192
+BRIEF_CHARS = 40  # how much of a peer's value an error message quotes
 
 Message: TypeAlias = (
     Hello
@@ -131,9 +140,31 @@ def _same(value: Any) -> Any:
     return value
 
 
+def brief(value: object, limit: int = BRIEF_CHARS) -> str:
+    """A short, printable quote of a peer's ``value`` for error messages and logs.
+
+    Never ``repr`` of a container (a peer's nesting would recurse) and never more than
+    ``limit`` characters of text; ``repr`` of a str escapes newlines and control characters,
+    so a quoted value cannot forge a log line.
+    """
+    if type(value) in (list, tuple):  # not isinstance: an ExtType is a (named) tuple
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"a map of {len(value)}"
+    if isinstance(value, str):
+        text = repr(value[:limit])
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        text = repr(bytes(value[:limit]))
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+    else:  # an ExtType or anything else: its type only, nothing of its data
+        text = type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _bad(where: str, desc: str, value: object) -> NoReturn:
     raise ProtocolError(
-        "bad_field", f"{where} must be {desc}, got {type(value).__name__} {value!r:.40}"
+        "bad_field", f"{where} must be {desc}, got {type(value).__name__} {brief(value)}"
     )
 
 
@@ -241,8 +272,8 @@ def _map(key: type, value: _Type, nullable: bool) -> _Type:
         out = {}
         for k, x in v.items():
             if type(k) is not str or (key is int and not _is_int_text(k)):
-                raise ProtocolError("bad_field", f"{where} must be {desc}, got key {k!r:.40}")
-            val = x if type(x) is value.exact else value.check(f"{where}[{k!r}]", x)
+                raise ProtocolError("bad_field", f"{where} must be {desc}, got key {brief(k)}")
+            val = x if type(x) is value.exact else value.check(f"{where}[{brief(k)}]", x)
             out[int(k) if key is int else k] = val
         return out
 
@@ -261,7 +292,8 @@ def _map(key: type, value: _Type, nullable: bool) -> _Type:
 def _is_int_text(k: str) -> bool:
     """``k`` is an int written the way ``str(int)`` writes it (nothing else round-trips)."""
     digits = k[1:] if k[:1] == "-" else k
-    return digits.isascii() and digits.isdigit() and str(int(k)) == k
+    # Length first: int() of thousands of digits is slow, and refused past 4300 (ValueError).
+    return len(digits) <= 20 and digits.isascii() and digits.isdigit() and str(int(k)) == k
 
 
 # -- the two generic converters ----------------------------------------------------------------
@@ -280,8 +312,9 @@ def from_wire(cls: type, data: object, where: str | None = None) -> Any:
     spec = _SPECS.get(cls) or _spec(cls)
     fields = spec.fields
     if not data.keys() <= fields.keys():
-        unknown = sorted(str(k) for k in data if k not in fields)
-        raise ProtocolError("bad_field", f"{where} has unknown fields {unknown}")
+        unknown = sorted(str(k)[:24] for k in data if k not in fields)  # keys: str or bytes
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise ProtocolError("bad_field", f"{where} has unknown fields {unknown[:5]}{more}")
     if not spec.required <= data.keys():
         missing = [n for n in spec.names if n in spec.required and n not in data]
         raise ProtocolError("bad_field", f"{where} misses required fields {missing}")
@@ -331,7 +364,12 @@ def encode(msg: Message) -> bytes:
 
 
 def decode(data: bytes) -> Message:
-    """The message in ``data``; raises :class:`ProtocolError` saying what is wrong with it."""
+    """The message in ``data``; raises :class:`ProtocolError` saying what is wrong with it.
+
+    Bounded work whatever ``data`` holds: at most MAX_MESSAGE_BYTES are parsed, a structure
+    deeper than MAX_DEPTH or with more than MAX_VALUES values is refused before any field is
+    read, and nothing but ProtocolError leaves (a bug in a check is reported as bad_field).
+    """
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError("oversized", f"{len(data)} bytes, limit {MAX_MESSAGE_BYTES}")
     try:
@@ -341,28 +379,54 @@ def decode(data: bytes) -> Message:
         body = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
     except (msgpack.UnpackException, ValueError, TypeError) as e:
         why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        raise ProtocolError("malformed", f"not a msgpack message ({why})") from None
+        raise ProtocolError("malformed", f"not a msgpack message ({why[:200]})") from None
     if not isinstance(body, dict):
         raise ProtocolError("not_a_map", f"a message is a msgpack map, got {type(body).__name__}")
     kind = body.pop("kind", None)
     seq = body.get("seq") if type(body.get("seq")) is int else None
     trainer = body.get("trainer") if type(body.get("trainer")) is int else None
-    where = {"kind": kind if isinstance(kind, str) else None, "seq": seq, "trainer": trainer}
+    where = {"kind": kind if type(kind) is str and len(kind) <= 40 else None}
+    where.update(seq=seq, trainer=trainer)
+    _check_shape(body, where)
     version = body.pop("v", None)
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
-        said = "no version field 'v'" if version is None else f"version {version!r:.20}"
+        said = "no version field 'v'" if version is None else f"version {brief(version, 20)}"
         raise ProtocolError(
             "unsupported_version",
             f"message has {said}; this side speaks protocol version(s) "
             f"{', '.join(map(str, SUPPORTED_VERSIONS))}",
             **where,
         )
-    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    cls = KINDS.get(kind) if type(kind) is str else None
     if cls is None:
         raise ProtocolError(
-            "unknown_kind", f"kind {kind!r:.40} is not one of {sorted(KINDS)}", **where
+            "unknown_kind", f"kind {brief(kind)} is not one of {sorted(KINDS)}", **where
         )
     try:
         return from_wire(cls, body, kind)
     except ProtocolError as e:
         raise ProtocolError(e.reason, e.detail, **where) from None
+    except Exception as e:  # a check that failed itself: still this message's fault, typed
+        why = f"{kind}: a field could not be checked ({type(e).__name__})"
+        raise ProtocolError("bad_field", why, **where) from None
+
+
+def _check_shape(body: dict, where: dict) -> None:
+    """Refuse ``body`` if it nests deeper than MAX_DEPTH or holds more than MAX_VALUES values.
+
+    Iterative, so a hostile depth costs a loop, never the stack; a valid message is walked in
+    a few microseconds (a metrics report: two maps, ~45 values).
+    """
+    count = 0
+    stack: list[tuple[dict | list, int]] = [(body, 1)]
+    while stack:
+        container, depth = stack.pop()
+        count += len(container)
+        if count > MAX_VALUES:
+            raise ProtocolError("malformed", f"more than {MAX_VALUES} values", **where)
+        for v in container.values() if type(container) is dict else container:
+            if type(v) is dict or type(v) is list:
+                if depth >= MAX_DEPTH:
+                    why = f"nested deeper than {MAX_DEPTH} levels"
+                    raise ProtocolError("malformed", why, **where)
+                stack.append((v, depth + 1))

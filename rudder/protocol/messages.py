@@ -19,7 +19,7 @@ MODES = ("async", "sync")
 
 # The typed reasons an `error` message (and a ProtocolError) carries.
 ERROR_REASONS = (
-    "malformed",  # not msgpack, or trailing bytes
+    "malformed",  # not msgpack, trailing bytes, or nested too deep (codec.MAX_DEPTH)
     "not_a_map",  # msgpack, but not a map at the top
     "unsupported_version",  # "v" missing, not an int, or not one of SUPPORTED_VERSIONS
     "unknown_kind",  # "kind" missing or not one of KINDS
@@ -27,6 +27,7 @@ ERROR_REASONS = (
     "oversized",  # more than MAX_MESSAGE_BYTES
     "unexpected_kind",  # a valid message this side does not accept (a decision sent to the agent)
     "unknown_trainer",  # metrics from a trainer that has not said hello (re-send hello)
+    "too_many_trainers",  # a hello beyond the agent's cap on tracked trainers (retry later)
     "internal",  # the other side failed to answer (a bug there)
 )
 

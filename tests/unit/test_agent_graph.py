@@ -246,3 +246,29 @@ def test_the_round_outcomes_reach_the_default_prompt_exactly():
         assert "Rounds in the last W: none." in user and "payoff" not in user
         advice = "at least 2W: try one" if r.since_replacement >= 2 * r.window else "under 2W: wait"
         assert f"Last round: {r.since_replacement} minibatches ago, {advice}." in user
+
+
+TIMES = ("latency_s", "answer_s", "latencies", "answer_latencies")
+
+
+def untimed(values: dict) -> dict:
+    out = {k: v for k, v in values.items() if k not in TIMES}
+    if "result" in out:
+        out["result"] = {k: v for k, v in out["result"].items() if k != "latency_s"}
+    return out
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [lambda: RuleModel(make_decider("heuristic")), lambda: llm_with([json.dumps(GOOD)] * 80)],
+    ids=["heuristic", "llm"],
+)
+def test_the_direct_engine_gives_what_the_graph_gives(factory):
+    graph, direct = GraphAgent(factory), GraphAgent(factory, engine="direct")
+    for m in records()[:80]:
+        a, b = graph.decide(0, m), direct.decide(0, m)
+        assert a.decision == b.decision and a.reason == b.reason and a.valid == b.valid
+    assert untimed(graph.state(0)) == untimed(direct.state(0))
+    assert graph.stats()[0]["pass_at_1_hits"] == direct.stats()[0]["pass_at_1_hits"]
+    with pytest.raises(ValueError, match="unknown agent engine 'fast'"):
+        GraphAgent(factory, engine="fast")

@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 import zmq
 
-from rudder.protocol import Hello, Metrics, MetricsReport, Ping, TrainerInfo, decode, encode
+from rudder.protocol import Bye, Hello, Metrics, MetricsReport, Ping, TrainerInfo, decode, encode
 from rudder.trainer_hooks.agent_client import ask
 
 LOST_AFTER_S = 2.0  # a decision not back after this counts as lost
@@ -180,6 +180,12 @@ def flood(endpoint: str, ids: int, seconds: float, first_id: int) -> dict:
                     s.send(payload)
                 sent += 25
             tr.step(timeout_ms=1)
+        for i in range(ids):  # the flood leaves (the next case needs room under the cap)
+            flooders[i % len(flooders)].send(encode(Bye(trainer=first_id + 1 + i)))
+        for s in flooders:  # a pong after the byes: all of them were read
+            s.send(encode(Ping(seq=7)))
+            while s.poll(10_000) and decode(s.recv()).KIND != "pong":
+                pass
     finally:
         tr.close()
         for s in flooders:

@@ -162,6 +162,10 @@ def _specs(
             "DGL_KEEP_ALIVE": "0",
             "RUDDER_PROCESS": name,
         }
+        if server_user is not None:
+            # numba caches compiled code beside the sources, which that user cannot write;
+            # the machine's private /dev/shm is writable by all and gone after the run.
+            env["NUMBA_CACHE_DIR"] = "/dev/shm/rudder-numba-cache"
         servers.append(
             ProcessSpec(name=name, machine=m, argv=WORKER, env=env, role="server", user=server_user)
         )

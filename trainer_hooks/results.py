@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from rudder.files import atomic_write_text, output_errors
+from rudder.files import OutputError, atomic_write_text, output_errors
 from rudder.metrics_trace import metrics_line
 from rudder.protocol import Metrics
 from rudder.trainer_hooks.metrics import Totals
@@ -103,11 +103,23 @@ class TrainerResults:
     # -- while training ------------------------------------------------------------------------
 
     def _stream(self, m: Metrics) -> None:
-        with output_errors("the metrics stream"):
+        try:
             if self._metrics_file is None:
                 path = self._path("trainers", f"metrics-rank-{self.feats.rank}.jsonl")
                 self._metrics_file = open(path, "w", buffering=1 << 16)  # noqa: SIM115 (closed in write)
             self._metrics_file.write(metrics_line(m))
+        except OSError as e:
+            self._drop_stream()
+            raise OutputError(f"cannot write the metrics stream: {e.strerror or e}") from None
+
+    def _drop_stream(self) -> None:
+        """Close and remove a metrics stream that could not be written (never a stub file)."""
+        f, self._metrics_file = self._metrics_file, None
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
+            with contextlib.suppress(OSError):
+                os.unlink(f.name)
 
     def verify(self, f: Fetched, plain: torch.Tensor) -> None:
         import torch
@@ -205,9 +217,13 @@ class TrainerResults:
         """Write everything under ``out_dir`` (if any); returns the results with ``extra``."""
         result = {**self.to_dict(), **extra}
         if self._metrics_file is not None:
-            f, self._metrics_file = self._metrics_file, None
-            with output_errors(f"the metrics stream {f.name}"):
-                f.close()  # flushes the last lines: a full disk shows here
+            try:
+                self._metrics_file.close()  # flushes the last lines: a full disk shows here
+                self._metrics_file = None
+            except OSError as e:
+                name = self._metrics_file.name
+                self._drop_stream()
+                raise OutputError(f"cannot write {name}: {e.strerror or e}") from None
         if self.out_dir is None:
             return result
         rank = self.feats.rank

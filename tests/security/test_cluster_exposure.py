@@ -30,17 +30,21 @@ s.listen()
 print("ready", flush=True)
 while True:
     c, _ = s.accept()
-    c.sendall(b"hi")
+    c.sendall(b"rudder-listener")
     c.close()
 """
 
+# "reached" only if the listener itself answered: a connect alone proves nothing (a host's
+# egress may accept any TCP connection, as this sandbox's does for every address off-host).
 CONNECT = """
 import socket, sys
 try:
     with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.0) as c:
-        print("connected", c.recv(2).decode())
+        c.settimeout(1.0)
+        got = c.recv(15)
+        print("reached" if got == b"rudder-listener" else f"not reached: answered {got!r}")
 except OSError as e:
-    print("refused", type(e).__name__, e.errno)
+    print("not reached:", type(e).__name__, e)
 """
 
 
@@ -82,7 +86,7 @@ def test_another_machine_of_the_run_reaches_the_listener(listening_cluster):
     out = subprocess.run(
         [*argv, cluster.machine_ip(0), str(PORT)], capture_output=True, text=True, timeout=30
     )
-    assert out.stdout.strip() == "connected hi"  # the check below is not vacuous
+    assert out.stdout.strip() == "reached"  # the checks below are not vacuous
 
 
 @pytest.mark.parametrize("who", ["root", "nobody"])
@@ -90,7 +94,7 @@ def test_the_host_cannot_connect_to_a_machine_address(listening_cluster, who):
     cluster, _ = listening_cluster
     for ip in (cluster.machine_ip(0), "127.0.0.1"):  # the machine's lo is its own, too
         result = _connect(NOBODY if who == "nobody" else [], ip)
-        assert result.startswith("refused"), f"{who} -> {ip}:{PORT}: {result}"
+        assert result.startswith("not reached"), f"{who} -> {ip}:{PORT}: {result}"
 
 
 def test_an_unprivileged_user_cannot_enter_the_machines(listening_cluster):

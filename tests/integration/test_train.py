@@ -16,7 +16,8 @@ from training_support import make_parts, no_leftovers, rudder, run_processes  # 
 pytestmark = pytest.mark.integration
 
 # Long enough for a killed sidecar to be restarted (0.5 s back-off, then its start-up) and
-# answer again before the run ends: measured, see the sidecar-kill test.
+# answer again before the run ends: here the kill came ~13 s into a 19 s run, the outage
+# lasted 2.2 s, and ~4 s of training were left.
 EPOCHS_AFTER_KILL = "40"
 
 

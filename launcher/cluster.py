@@ -80,6 +80,9 @@ class ProcessSpec:
     env: dict[str, str]  # added on top of the launcher's environment
     role: str  # "server" or "trainer"
     cwd: str | None = None  # working directory on that machine; None: the launcher's
+    # (uid, gid) to run as instead of the launcher's user: emulated machines only, where the
+    # launcher is root (EmulatedCluster.command); None: the launcher's user
+    user: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "._-" for c in self.name):
@@ -92,6 +95,8 @@ class ProcessSpec:
             raise ValueError(f"process {self.name}: machine must be >= 0, got {self.machine}")
         if not self.argv:
             raise ValueError(f"process {self.name}: argv is empty")
+        if self.user is not None and (len(self.user) != 2 or min(self.user) < 0):
+            raise ValueError(f"process {self.name}: user must be (uid, gid), got {self.user}")
 
 
 @runtime_checkable
@@ -160,6 +165,8 @@ class LocalCluster:
 
     def command(self, spec: ProcessSpec) -> tuple[list[str], dict[str, str]]:
         _check_machine(self, spec.machine)
+        if spec.user is not None:
+            raise ClusterError(f"{spec.name}: running as another user needs the netns cluster")
         return list(spec.argv), dict(spec.env)
 
     def local_cwd(self, spec: ProcessSpec) -> str | None:
@@ -224,6 +231,15 @@ def write_ip_config(
     return path
 
 
+def _loopback(num_machines: int) -> LocalCluster:
+    log.warning(
+        "loopback mode: DistDGL's servers listen on 127.0.0.1, which every local user can "
+        "reach, and DGL's RPC unpickles what it receives; use it only where all local users "
+        "are trusted (netns mode keeps the machines private; docs/cluster.md)"
+    )
+    return LocalCluster(num_machines)
+
+
 def make_cluster(
     mode: str,
     num_machines: int,
@@ -260,12 +276,12 @@ def make_cluster(
             log.warning("network namespaces unavailable (%s); using loopback mode", reason)
             if bandwidth is not None:
                 log.warning("bandwidth %s ignored: loopback mode cannot shape traffic", bandwidth)
-            return LocalCluster(num_machines)
+            return _loopback(num_machines)
         mode = "netns"
     if mode == "loopback":
         if bandwidth is not None:
             raise ValueError("bandwidth shaping needs cluster mode 'netns' (root), not 'loopback'")
-        return LocalCluster(num_machines)
+        return _loopback(num_machines)
     return EmulatedCluster(
         num_machines, run_id, bandwidth=bandwidth, subnet=subnet, shm_size=shm_size
     )

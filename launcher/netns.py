@@ -16,6 +16,11 @@ bridged traffic) are never touched, machines have no route anywhere else, and de
 deletes every link of the run at once. With a bandwidth, both ends of every veth get a ``tbf``
 qdisc, so each machine's link is shaped in both directions (netem is not available here).
 
+Nothing outside the run can reach the machines' addresses: the host's namespace has no
+interface or route on the subnet and entering a namespace needs CAP_SYS_ADMIN, which matters
+because DistDGL's RPC unpickles what it receives. A process spec with a ``user`` (the launcher
+gives one to DistDGL servers, see :func:`unprivileged_user`) drops root through ``setpriv``.
+
 Crashed runs leave named namespaces behind; :func:`cleanup_stale` removes those whose owning
 launcher is gone. See docs/cluster.md for the measured set-up cost and throughput.
 """
@@ -57,7 +62,7 @@ log = logging.getLogger(__name__)
 STATE_DIR = Path("/run/rudder")  # one JSON file per run: its owner, to tell live from stale
 MACHINE_IFNAME = "eth0"
 _HUB_BRIDGE = "br0"
-_TOOLS = ("ip", "tc", "unshare", "nsenter", "mount")
+_TOOLS = ("ip", "tc", "unshare", "nsenter", "mount", "setpriv")
 
 _SHM_SIZE_RE = re.compile(r"^\d+(?:[kmgKMG%])?$")
 
@@ -350,7 +355,9 @@ class EmulatedCluster:
         """``nsenter`` into the machine's namespaces, then exec ``spec.argv``.
 
         nsenter execs without forking, so the pid the supervisor gets is the worker's own.
-        Entering a mount namespace resets the working directory to /, hence ``--wd``.
+        Entering a mount namespace resets the working directory to /, hence ``--wd``. With
+        ``spec.user``, ``setpriv`` (which execs too) drops root on the way: that uid and gid,
+        no supplementary groups, no capabilities, and no way back (no_new_privs).
         """
         _check_machine(self, spec.machine)
         if len(self._holders) <= spec.machine:
@@ -360,6 +367,10 @@ class EmulatedCluster:
             raise ClusterError(f"the holder of machine {spec.machine} has exited")
         wd = spec.cwd or os.getcwd()
         argv = ["nsenter", f"--target={holder.pid}", "--net", "--mount", f"--wd={wd}", "--"]
+        if spec.user is not None:
+            uid, gid = spec.user
+            argv += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+            argv += ["--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
         return [*argv, *spec.argv], dict(spec.env)
 
     def local_cwd(self, spec: ProcessSpec) -> str | None:
@@ -434,6 +445,36 @@ class EmulatedCluster:
             with contextlib.suppress(ClusterError):
                 delete_netns(probe)
         return True, "network namespaces, veth, bridge, tbf and tmpfs mounts work"
+
+
+UNPRIVILEGED_USER = "nobody"  # what DistDGL servers in emulated machines drop root to
+
+
+def unprivileged_user(readable: list[Path]) -> tuple[tuple[int, int] | None, str]:
+    """(uid, gid) of :data:`UNPRIVILEGED_USER` if it can read every path in ``readable``.
+
+    Otherwise None and why (logged by the caller): the user is missing, or the first path it
+    cannot read (a directory on the way that is not searchable counts). One ``setpriv``
+    process checks them all, as that user, with ``test -r``.
+    """
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        return None, f"no user {UNPRIVILEGED_USER!r} on this host"
+    check = 'for p do [ -r "$p" ] || { printf %s "$p"; exit 1; }; done'
+    drop = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"]
+    out = subprocess.run(
+        [*drop, "sh", "-c", check, "sh", *map(str, readable)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if out.returncode != 0:
+        what = out.stdout or out.stderr.strip()
+        return None, f"{UNPRIVILEGED_USER} (uid {pw.pw_uid}) cannot read {what}"
+    return (pw.pw_uid, pw.pw_gid), ""
 
 
 def _can_run_as_root() -> tuple[bool, str]:

@@ -6,19 +6,22 @@ never the machines' private /dev/shm), and the LLM server they call listens on t
 loopback. :class:`AgentSidecars` starts them, waits until each answers a ping, restarts one
 that dies (capped backoff, counted, logged) and stops them all on exit: SIGTERM, a grace
 period, SIGKILL, socket files removed. Trainers reconnect to a restarted sidecar by themselves.
+Every death is an outage in :meth:`AgentSidecars.faults` (for ``summary.json``): when, how it
+ended (exit code or signal), and how long until the restarted sidecar answered a ping.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rudder.protocol import Ping, Pong, check_endpoint, ipc_endpoint, ipc_path
+from rudder.protocol import Ping, Pong, check_endpoint, ipc_endpoint, ipc_path, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,32 @@ class SidecarError(RuntimeError):
     """A sidecar did not come up (its log's last lines are in the message)."""
 
 
+@dataclass(slots=True)
+class Outage:
+    """A sidecar down: from its death being noticed to its successor answering a ping."""
+
+    start_s: float  # since the sidecars started
+    exit: str  # "exit code 1", "SIGKILL"
+    duration_s: float | None = None  # None while it lasts
+    recovered: bool = False  # a restarted sidecar answered (False: down until the end)
+
+    def to_dict(self) -> dict:
+        return {
+            "start_s": round(self.start_s, 3),
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+            "exit": self.exit,
+            "recovered": self.recovered,
+        }
+
+
 def sidecar_endpoints(run_dir: str | Path, machines: int) -> list[str]:
-    """One ipc endpoint per machine under ``run_dir/agent/`` (or a short fallback path)."""
-    return [ipc_endpoint(Path(run_dir) / "agent", f"m{m}") for m in range(machines)]
+    """One ipc endpoint per machine under ``run_dir/agent/`` (or a short fallback path).
+
+    ``run_dir/agent/`` is created mode 0700: the sockets (and the agents' checkpoints) are
+    for this user's processes only.
+    """
+    agent_dir = private_dir(Path(run_dir) / "agent")
+    return [ipc_endpoint(agent_dir, f"m{m}") for m in range(machines)]
 
 
 @dataclass(slots=True)
@@ -52,6 +78,11 @@ class _Sidecar:
     restarts: int = 0
     restart_at: float | None = None  # it died; start it again at this time
     gave_up: bool = False
+    outages: list[Outage] = field(default_factory=list)
+
+    @property
+    def down(self) -> bool:
+        return bool(self.outages) and self.outages[-1].duration_s is None
 
 
 class AgentSidecars:
@@ -109,6 +140,7 @@ class AgentSidecars:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
+        self._t0 = time.monotonic()  # reset by start(); outages are timed from it
 
     @property
     def endpoints(self) -> list[str]:
@@ -117,6 +149,20 @@ class AgentSidecars:
     @property
     def restarts(self) -> int:
         return sum(s.restarts for s in self._sidecars)
+
+    def faults(self) -> list[dict]:
+        """Per sidecar: restarts, whether it stayed down, and its outages (``Outage``)."""
+        with self._lock:
+            return [
+                {
+                    "index": s.index,
+                    "restarts": s.restarts,
+                    "gave_up": s.gave_up,
+                    "outages": [o.to_dict() for o in s.outages],
+                    "down_s": round(sum(o.duration_s or 0.0 for o in s.outages), 3),
+                }
+                for s in self._sidecars
+            ]
 
     def pids(self) -> list[int | None]:
         """The running sidecars' process ids (None where one is down)."""
@@ -135,6 +181,7 @@ class AgentSidecars:
     def start(self) -> None:
         """Start every sidecar and wait until each answers a ping (SidecarError if not)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._t0 = time.monotonic()
         try:
             with self._lock:
                 for s in self._sidecars:
@@ -166,7 +213,10 @@ class AgentSidecars:
                     log.warning("agent sidecar pid %d ignored SIGTERM; killing it", p.pid)
                     p.kill()
                     p.wait()
+            end = time.monotonic()
             for s in self._sidecars:
+                if s.down:  # down until the end of the run
+                    s.outages[-1].duration_s = end - self._t0 - s.outages[-1].start_s
                 s.proc = None
                 path = ipc_path(s.endpoint)
                 if path is not None:
@@ -229,6 +279,27 @@ class AgentSidecars:
                     if self._stop.is_set():
                         return
                     self._check(s, now)
+                recovering = [
+                    s
+                    for s in self._sidecars
+                    if s.down and s.restart_at is None and s.proc and s.proc.poll() is None
+                ]
+            for s in recovering:  # outside the lock: a ping takes up to its timeout
+                self._end_outage_if_answering(s)
+
+    def _end_outage_if_answering(self, s: _Sidecar) -> None:
+        from rudder.trainer_hooks.agent_client import ask
+
+        try:
+            answered = isinstance(ask(s.endpoint, Ping(seq=1), timeout_s=0.2), Pong)
+        except (TimeoutError, ValueError):
+            return
+        with self._lock:
+            if answered and s.down:
+                o = s.outages[-1]
+                o.duration_s = time.monotonic() - self._t0 - o.start_s
+                o.recovered = True
+                log.info("agent sidecar %d is back after %.1f s", s.index, o.duration_s)
 
     def _check(self, s: _Sidecar, now: float) -> None:
         if s.gave_up or s.proc is None:
@@ -237,6 +308,8 @@ class AgentSidecars:
         if code is None:
             return
         if s.restart_at is None:
+            if not s.down:
+                s.outages.append(Outage(start_s=now - self._t0, exit=_describe_exit(code)))
             if not self.restart or s.restarts >= self.max_restarts:
                 s.gave_up = True
                 log.error(
@@ -263,6 +336,15 @@ class AgentSidecars:
             s.restart_at = None
             s.restarts += 1
             self._spawn(s)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
 
 
 def _tail(path: Path, lines: int = 20) -> str:

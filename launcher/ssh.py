@@ -96,6 +96,8 @@ class SshCluster:
         _check_machine(self, spec.machine)
         if self._closed:
             raise ClusterError("the ssh cluster is closed")
+        if spec.user is not None:  # the remote user is ssh's: user@host in ssh_hosts
+            raise ClusterError(f"{spec.name}: with ssh, workers run as the user ssh logs in as")
         return [*self.ssh_cmd, self.ssh_hosts[spec.machine], self.remote_command(spec)], {}
 
     def local_cwd(self, spec: ProcessSpec) -> str | None:

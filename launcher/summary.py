@@ -2,7 +2,9 @@
 
 Epoch time is the slowest trainer's time per epoch (DDP keeps trainers in step), averaged
 over the last 80% of epochs so start-up effects (kernel loading, an empty buffer) stay out.
-Rows and bytes fetched are summed over trainers and averaged per epoch.
+Rows and bytes fetched are summed over trainers and averaged per epoch. Faults (sidecar
+restarts and outages, requests dropped and minibatches decided without the agent) are in
+``faults`` (:func:`fault_record`). The file is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+
+from rudder.files import atomic_write_text
 
 STEADY_FRACTION = 0.8
 
@@ -136,10 +140,55 @@ def best_constant(agent: dict) -> float | None:
     return max(vals) if vals else None
 
 
+# What each trainer's agent client counted about the agent's absence (AgentClient.counters).
+_CLIENT_FAULTS = (
+    "unsent",
+    "dropped",
+    "timeouts",
+    "reconnects",
+    "outages",
+    "outage_s",
+    "fallback_minibatches",
+    "offline",
+)
+
+
+def fault_record(
+    sidecars: list[dict] | None, trainers: list[dict], trainers_per_machine: int
+) -> dict:
+    """What went wrong with the agent during a run, from both ends.
+
+    ``sidecars`` is :meth:`AgentSidecars.faults` (restarts, outages as the launcher saw them:
+    a death until the successor answered a ping); each trainer's client counters say what
+    the trainer lived through (also a stopped, not dead, sidecar): requests dropped for want
+    of an agent (``unsent``; ``dropped`` adds the async mode's by-design stale-request drops),
+    outages, and the minibatches decided by the fallback (skip) while it was unreachable.
+    """
+    clients = {t["rank"]: t["agent"] for t in trainers if t.get("agent")}
+    per_trainer = {
+        str(rank): {k: c.get(k) for k in _CLIENT_FAULTS} for rank, c in sorted(clients.items())
+    }
+    sidecar_rows = []
+    for s in sidecars or []:
+        mine = [
+            c for rank, c in clients.items() if rank // max(trainers_per_machine, 1) == s["index"]
+        ]
+        sidecar_rows.append(
+            {**s, "fallback_minibatches": sum(c.get("fallback_minibatches", 0) for c in mine)}
+        )
+    return {
+        "sidecar_restarts": sum(s["restarts"] for s in sidecar_rows),
+        "sidecar_outages": sum(len(s["outages"]) for s in sidecar_rows),
+        "dropped_requests": sum(c.get("unsent", 0) for c in clients.values()),
+        "fallback_minibatches": sum(c.get("fallback_minibatches", 0) for c in clients.values()),
+        "sidecars": sidecar_rows,
+        "trainers": per_trainer,
+    }
+
+
 def write_summary(out: Path, summary: dict) -> Path:
-    path = out / "summary.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-    return path
+    """``out/summary.json``, whole or not at all (OutputError if it cannot be written)."""
+    return atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def load_summary(run_dir: str | Path) -> dict:

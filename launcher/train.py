@@ -4,6 +4,8 @@ Resolves the partitions, brings up the cluster (emulated, loopback or ssh), writ
 config and DGL's ip_config, starts one server and T trainers per machine under the
 :class:`Supervisor`, and turns the trainers' results into ``summary.json``. A failed run
 raises :class:`TrainingError` with the supervisor's report; nothing of the run is left behind.
+An output directory that cannot be written (or is nearly full) is an OutputError before
+anything starts; one that fails later is an OutputError naming the file, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rudder.decisions import DeciderSpec
+from rudder.files import OutputError, check_output_dir, output_errors
 from rudder.graphs.partitioned import load_partitions
 from rudder.launcher.cluster import (
     Cluster,
@@ -29,8 +32,9 @@ from rudder.launcher.cluster import (
     make_cluster,
     write_ip_config,
 )
+from rudder.launcher.netns import EmulatedCluster, unprivileged_user
 from rudder.launcher.sidecars import AgentSidecars, sidecar_endpoints
-from rudder.launcher.summary import summarize, write_summary
+from rudder.launcher.summary import fault_record, summarize, write_summary
 from rudder.launcher.supervisor import RunReport, Supervisor
 from rudder.llm.defaults import DEFAULT_LLM_URL
 from rudder.llm.embedded import llm_available
@@ -100,13 +104,13 @@ class TrainingError(RuntimeError):
 
 def _prepare_out(out: Path) -> Path:
     out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    for name in _RUN_OUTPUTS:  # a run directory holds one run: drop the last one's outputs
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+    with output_errors(f"to the output directory {out}"):
+        for name in _RUN_OUTPUTS:  # a run directory holds one run: drop the last one's outputs
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
     return out
 
 
@@ -117,6 +121,7 @@ def _specs(
     run_config: Path,
     run_id: str,
     agent_endpoints: list[str],
+    server_user: tuple[int, int] | None = None,
 ) -> list[ProcessSpec]:
     common = {
         "RUDDER_RUN_CONFIG": str(run_config),
@@ -157,7 +162,13 @@ def _specs(
             "DGL_KEEP_ALIVE": "0",
             "RUDDER_PROCESS": name,
         }
-        servers.append(ProcessSpec(name=name, machine=m, argv=WORKER, env=env, role="server"))
+        if server_user is not None:
+            # numba caches compiled code beside the sources, which that user cannot write;
+            # the machine's private /dev/shm is writable by all and gone after the run.
+            env["NUMBA_CACHE_DIR"] = "/dev/shm/rudder-numba-cache"
+        servers.append(
+            ProcessSpec(name=name, machine=m, argv=WORKER, env=env, role="server", user=server_user)
+        )
         for t in range(cfg.trainers):
             name = f"m{m}-trainer{t}"
             rank = m * cfg.trainers + t
@@ -243,6 +254,7 @@ def _remove_loopback_shm(run_id: str) -> int:
 
 def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict:
     """Run the training job; returns the summary (also in ``out/summary.json``)."""
+    check_output_dir(cfg.out.resolve())  # writable, with room: the first thing checked
     pset = load_partitions(cfg.partitions)
     if pset.num_parts != cfg.machines:
         raise ValueError(
@@ -265,7 +277,8 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
 
     with make_cluster(cfg.cluster, cfg.machines, run_id, cfg.bandwidth, cfg.ip_config) as cluster:
         loopback = isinstance(cluster, LocalCluster) and cfg.machines > 1
-        ip_config = write_ip_config(cluster, out / "ip_config.txt", cfg.port)
+        with output_errors("the run's configuration"):
+            ip_config = write_ip_config(cluster, out / "ip_config.txt", cfg.port)
         wc = WorkerConfig(
             part_config=str(pset.config),
             graph_name=pset.graph,
@@ -291,7 +304,10 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             orig_nids=str(pset.root / "orig_nids.npy"),
         )
         run_config = out / "run.json"
-        wc.save(run_config)
+        with output_errors("the run's configuration"):
+            wc.save(run_config)
+            (out / "logs").mkdir(parents=True, exist_ok=True)
+        server_user = _server_user(cluster, [run_config, ip_config, *_partition_files(pset)])
         mode = type(cluster).__name__
         emit(
             f"run {run_id}: {cfg.machines} machines x {cfg.trainers} trainers ({mode}"
@@ -299,9 +315,8 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             f"{cfg.options.epochs} epochs"
         )
         llm = DeciderSpec.parse(cfg.options.decider).is_llm
-        server = None
+        server = sidecars = None
         with contextlib.ExitStack() as stack:
-            (out / "logs").mkdir(parents=True, exist_ok=True)
             if agent_endpoints:
                 # The LLM first (the sidecars call it), then the sidecars (the trainers say
                 # hello at start-up); all stopped after the trainers.
@@ -315,7 +330,7 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
                             log_file=out / "logs" / "llm-server.log",
                         )
                     )
-                stack.enter_context(
+                sidecars = stack.enter_context(
                     AgentSidecars(
                         agent_endpoints,
                         cfg.options.decider,
@@ -333,7 +348,8 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             # The supervisor logs its own events (starts, exits, stops).
             sup = stack.enter_context(Supervisor(cluster, out / "logs", timeout_s=cfg.timeout_s))
             cpu0, wall0 = (server.cpu_s() if server is not None else None), time.monotonic()
-            for spec in _specs(cfg, wc, cluster, run_config, run_id, agent_endpoints):
+            specs = _specs(cfg, wc, cluster, run_config, run_id, agent_endpoints, server_user)
+            for spec in specs:
                 sup.start(spec)
             report = sup.wait()
             llm_cpu = _llm_cpu(server, cpu0, time.monotonic() - wall0, cfg)
@@ -342,19 +358,73 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
         n = _remove_loopback_shm(run_id)
         if n:
             log.warning("removed %d shared-memory segments the run left in /dev/shm", n)
+    sidecar_faults = sidecars.faults() if sidecars is not None else None
     if not report.ok:
-        write_summary(out, {"ok": False, "reason": report.reason, "run_id": run_id})
+        failed = {"ok": False, "reason": report.reason, "run_id": run_id}
+        _write_failure(out, {**failed, "faults": fault_record(sidecar_faults, [], cfg.trainers)})
         raise TrainingError(report, out)
     try:
         summary = summarize(cfg, wc, report, out, run_id=run_id, cluster_mode=mode)
     except ValueError as e:
-        write_summary(out, {"ok": False, "reason": str(e), "run_id": run_id})
+        _write_failure(out, {"ok": False, "reason": str(e), "run_id": run_id})
         raise
+    summary["faults"] = fault_record(sidecar_faults, summary["trainers"], cfg.trainers)
+    _log_faults(summary["faults"])
     summary["agent"] = agent_stats
     if llm_cpu:
         summary["llm_server"] = llm_cpu
     write_summary(out, summary)
     return summary
+
+
+def _partition_files(pset) -> list[Path]:
+    return [pset.config, *(p for p in Path(pset.root).rglob("*") if p.is_file())]
+
+
+def _server_user(cluster: Cluster, reads: list[Path]) -> tuple[int, int] | None:
+    """Who the DistDGL servers run as: an unprivileged user in emulated machines if it can.
+
+    The servers unpickle what reaches them over the network (docs/cluster.md); as root, a
+    request that gets through would own the host. They need to read only the run's config,
+    the partitions and the Python installation; where those are not readable by that user,
+    they stay root and the reason is logged. Trainers stay the launcher's user (they write
+    results and reach the agent's private socket).
+    """
+    if not isinstance(cluster, EmulatedCluster) or os.geteuid() != 0:
+        return None
+    import importlib.util
+
+    code = [Path(sys.executable)]
+    for module in ("dgl", "torch", "rudder.trainer_hooks.distdgl.worker"):
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            code.append(Path(spec.origin))
+    user, why = unprivileged_user([*code, *reads])
+    if user is None:
+        log.warning("DistDGL servers run as root: %s (chmod o+rX to let them drop root)", why)
+    else:
+        log.info("DistDGL servers run as uid %d, gid %d", *user)
+    return user
+
+
+def _write_failure(out: Path, summary: dict) -> None:
+    """A failed run's summary, best effort: the run's own error is the one to report."""
+    try:
+        write_summary(out, summary)
+    except OutputError as e:
+        log.error("%s", e)
+
+
+def _log_faults(faults: dict) -> None:
+    if faults["sidecar_outages"] or faults["fallback_minibatches"]:
+        log.warning(
+            "the agent was unreachable: %d sidecar outage(s), %d restart(s); %d minibatches "
+            "decided without it (skip), %d requests dropped (summary.json: faults)",
+            faults["sidecar_outages"],
+            faults["sidecar_restarts"],
+            faults["fallback_minibatches"],
+            faults["dropped_requests"],
+        )
 
 
 def _llm_cpu(server, cpu0: float | None, wall_s: float, cfg: TrainConfig) -> dict | None:

@@ -46,6 +46,7 @@ from rudder.protocol import (
     Pong,
     ProtocolError,
     TrainerInfo,
+    UnsafeEndpointError,
     check_endpoint,
     decode,
     encode,
@@ -108,21 +109,32 @@ class AgentClient:
     """A trainer's decision link to a remote agent; the same calls as DecisionChannel.
 
     Counters: ``requests`` (metrics sent), ``dropped`` (metrics not sent: a request in flight,
-    a full send queue, or no agent), ``timeouts`` (requests given up: sync timeout or
-    ``request_timeout_s``), ``reconnects`` (socket rebuilds), ``invalid`` (undecodable or
-    unexpected messages from the agent), ``errors`` (error replies), ``stale`` (decisions that
-    answered no request in flight, ignored) and ``decisions_applied`` ((t, Decision) pairs).
+    a full send queue, or no agent), ``unsent`` (the part of ``dropped`` that is a fault: no
+    agent connected, or its queue full; the rest is the async stale-request drop), ``timeouts``
+    (requests given up: sync timeout or ``request_timeout_s``), ``reconnects`` (socket
+    rebuilds), ``invalid`` (undecodable or unexpected messages from the agent), ``errors``
+    (error replies), ``stale`` (decisions that answered no request in flight, ignored) and
+    ``decisions_applied`` ((t, Decision) pairs).
+
+    Outages (the agent unreachable: killed, stopped, not started): ``outages`` (how many),
+    ``outage_s`` (their total length, from the last message heard before the loss was
+    noticed to the first one after) and ``fallback`` (decision points inside them, which
+    answered skip without the agent).
     """
 
     def __init__(self, config: ClientConfig):
         self.config = config
         self.requests = 0
         self.dropped = 0
+        self.unsent = 0
         self.timeouts = 0
         self.reconnects = 0
         self.invalid = 0
         self.errors = 0
         self.stale = 0
+        self.outages = 0
+        self.outage_s = 0.0
+        self.fallback = 0
         self.decisions_applied: list[tuple[int, Decision]] = []
         self.last_decision: AgentDecision | None = None  # the latest one applied
         self.offline = False  # the retry budget is spent: skip for the rest of the run
@@ -142,6 +154,9 @@ class AgentClient:
         self._failures = 0  # rebuilds since the agent last answered
         self._retry_at = 0.0
         self._closed = False
+        self._last_heard = time.monotonic()  # the agent's last valid message (or our start)
+        self._since_heard = 0  # decision points since then
+        self._outage_since: float | None = None  # an outage in progress, from _last_heard
         self._connect(time.monotonic())
 
     # -- the DecisionChannel interface ---------------------------------------------------------
@@ -151,6 +166,9 @@ class AgentClient:
         with self._lock:
             try:
                 now = time.monotonic()
+                self._since_heard += 1
+                if self._outage_since is not None:
+                    self.fallback += 1
                 self._service(now)
                 if self.config.mode == "sync" and self._in_flight is not None:
                     self._wait_for_answer(now + self.config.sync_timeout_s)
@@ -181,6 +199,7 @@ class AgentClient:
                 self._service(now)
                 if self._sock is None or self._in_flight is not None or self._hello_due:
                     self.dropped += 1  # stale-request drop (or no agent to ask)
+                    self.unsent += self._in_flight is None
                     return
                 payload = encode(
                     MetricsReport(
@@ -189,6 +208,7 @@ class AgentClient:
                 )
                 if not self._send(payload):
                     self.dropped += 1  # the send queue is full or the agent is not connected
+                    self.unsent += 1
                     return
                 self.requests += 1
                 self._in_flight = _Request(metrics.minibatch, now, payload)
@@ -249,6 +269,9 @@ class AgentClient:
             except Exception:
                 log.exception("agent client: close failed")
             finally:
+                if self._outage_since is not None:  # still out at the end of the run
+                    self.outage_s += time.monotonic() - self._outage_since
+                    self._outage_since = None
                 self._close_socket()
                 self._ctx.term()
 
@@ -264,11 +287,15 @@ class AgentClient:
         return {
             "requests": self.requests,
             "dropped": self.dropped,
+            "unsent": self.unsent,
             "timeouts": self.timeouts,
             "reconnects": self.reconnects,
             "invalid": self.invalid,
             "errors": self.errors,
             "stale": self.stale,
+            "outages": self.outages,
+            "outage_s": round(self.outage_s, 3),
+            "fallback_minibatches": self.fallback,
             "decisions": len(applied),
             "replace_decisions": sum(bool(d) for _, d in applied),
             "replacement_interval": self.replacement_interval(),
@@ -283,12 +310,20 @@ class AgentClient:
             if self._closed or self.offline or now < self._retry_at:
                 return
             self._connect(now)
+            if self._sock is None:
+                return
             self.reconnects += 1
         self._drain(now)
         if self._sock is not None:
             self._heartbeat(now)
 
     def _connect(self, now: float) -> None:
+        try:  # again at every rebuild: whose socket would we reach now?
+            check_endpoint(self.config.endpoint, allow_remote=self.config.allow_remote)
+        except UnsafeEndpointError as e:
+            self.offline = True  # never talk to another user's socket: skip from now on
+            log.error("agent client: %s; answering skip from now on", e)
+            return
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)  # a dead agent must never hold up close()
         # Queue only to a completed connection: with no agent, sends fail at once (a drop)
@@ -315,6 +350,10 @@ class AgentClient:
         """The agent stopped answering: drop the socket, abandon the request, back off."""
         self._close_socket()
         self._in_flight = None  # its answer, if it ever comes, goes to a socket that is gone
+        if self._outage_since is None:  # the agent went quiet at its last message, not now
+            self._outage_since = self._last_heard
+            self.outages += 1
+            self.fallback += self._since_heard
         self._failures += 1
         if self._failures > self.config.max_reconnects:
             self.offline = True
@@ -365,6 +404,11 @@ class AgentClient:
     def _handle(self, msg: Message, now: float) -> None:
         self._failures = 0  # any valid message proves the agent is alive
         self._ping_out_at = None
+        heard, since, was_out = self._last_heard, self._since_heard, self._outage_since is not None
+        self._last_heard, self._since_heard = now, 0
+        if was_out:
+            self.outage_s += now - self._outage_since
+            self._outage_since = None
         req = self._in_flight
         if isinstance(msg, DecisionReply):
             if req is not None and msg.seq == req.seq and msg.trainer == self.config.trainer:
@@ -376,7 +420,17 @@ class AgentClient:
             # Unregistered in answer to a ping sent after our hello: the agent restarted.
             mine = msg.trainer == self.config.trainer and self._info is not None
             if mine and not msg.registered and msg.seq > self._hello_ping_seq:
+                if not was_out:  # back before we noticed: still an outage, from the last word
+                    self.outages += 1
+                    self.outage_s += now - heard
+                    self.fallback += since
                 self._hello_due = True
+                self._flush_hello()
+                if req is not None:  # asked of the agent that died: ask its successor, once
+                    if req.resent or self._hello_due or not self._send(req.payload):
+                        self._in_flight = None
+                    else:
+                        req.resent = True
         elif isinstance(msg, ErrorReply):
             self._on_error(msg, req)
         else:

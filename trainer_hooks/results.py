@@ -8,11 +8,14 @@ Under ``out_dir`` (``rudder train``'s run directory, or any directory a script n
 - ``trainers/steps-rank-R.jsonl``: per-minibatch timings (and what the loop adds, e.g. loss);
 - ``trace/rank-R.npz``: the access trace, with ``record_trace``.
 
-Files are written to a temporary name and renamed, so a reader never sees half a file.
+Files are written to a temporary name and renamed, so a reader never sees half a file; a
+file that cannot be written (read-only or full disk) is an :class:`~rudder.files.OutputError`
+naming it, never a traceback or an empty file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -25,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from rudder.files import OutputError, atomic_write_text, output_errors
 from rudder.metrics_trace import metrics_line
 from rudder.protocol import Metrics
 from rudder.trainer_hooks.metrics import Totals
@@ -99,10 +103,23 @@ class TrainerResults:
     # -- while training ------------------------------------------------------------------------
 
     def _stream(self, m: Metrics) -> None:
-        if self._metrics_file is None:
-            path = self._path("trainers", f"metrics-rank-{self.feats.rank}.jsonl")
-            self._metrics_file = open(path, "w", buffering=1 << 16)  # noqa: SIM115 (closed in write)
-        self._metrics_file.write(metrics_line(m))
+        try:
+            if self._metrics_file is None:
+                path = self._path("trainers", f"metrics-rank-{self.feats.rank}.jsonl")
+                self._metrics_file = open(path, "w", buffering=1 << 16)  # noqa: SIM115 (closed in write)
+            self._metrics_file.write(metrics_line(m))
+        except OSError as e:
+            self._drop_stream()
+            raise OutputError(f"cannot write the metrics stream: {e.strerror or e}") from None
+
+    def _drop_stream(self) -> None:
+        """Close and remove a metrics stream that could not be written (never a stub file)."""
+        f, self._metrics_file = self._metrics_file, None
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
+            with contextlib.suppress(OSError):
+                os.unlink(f.name)
 
     def verify(self, f: Fetched, plain: torch.Tensor) -> None:
         import torch
@@ -200,16 +217,21 @@ class TrainerResults:
         """Write everything under ``out_dir`` (if any); returns the results with ``extra``."""
         result = {**self.to_dict(), **extra}
         if self._metrics_file is not None:
-            self._metrics_file.close()
-            self._metrics_file = None
+            try:
+                self._metrics_file.close()  # flushes the last lines: a full disk shows here
+                self._metrics_file = None
+            except OSError as e:
+                name = self._metrics_file.name
+                self._drop_stream()
+                raise OutputError(f"cannot write {name}: {e.strerror or e}") from None
         if self.out_dir is None:
             return result
         rank = self.feats.rank
-        _atomic_text(
+        atomic_write_text(
             self._path("trainers", f"rank-{rank}.json"),
             json.dumps(result, indent=2, default=_json) + "\n",
         )
-        _atomic_text(
+        atomic_write_text(
             self._path("trainers", f"steps-rank-{rank}.jsonl"),
             "".join(json.dumps(s, default=_json) + "\n" for s in self.steps),
         )
@@ -233,20 +255,21 @@ class TrainerResults:
                 timings="measured",
                 extra={"policy": cfg.policy, "scenario": cfg.scenario},
             )
-            recorder.build(meta, f.prefill_ranking).save(self._path("trace", f"rank-{rank}.npz"))
+            path = self._path("trace", f"rank-{rank}.npz")
+            try:
+                with output_errors(f"the access trace {path}"):
+                    recorder.build(meta, f.prefill_ranking).save(path)  # tmp + rename itself
+            finally:
+                with contextlib.suppress(OSError):
+                    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
         return result
 
     def _path(self, *parts: str) -> Path:
         assert self.out_dir is not None
         path = Path(self.out_dir).joinpath(*parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with output_errors(f"the directory {path.parent}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _process_age_s() -> float:

@@ -6,7 +6,8 @@
 - :mod:`~rudder.protocol.codec`: versions, size limit, ``encode``/``decode`` and
   ``ProtocolError``, with one generic validator that checks every field against its
   dataclass's annotations.
-- :mod:`~rudder.protocol.endpoints`: ``ipc://``/``tcp://`` endpoints, checked before use.
+- :mod:`~rudder.protocol.endpoints`: ``ipc://``/``tcp://`` endpoints, checked before use
+  (another user's socket or directory is refused), and the private per-user socket directory.
 
 Everything public is importable from ``rudder.protocol`` itself.
 """
@@ -29,10 +30,14 @@ from rudder.protocol.codec import (
 )
 from rudder.protocol.endpoints import (
     IPC_PATH_MAX,
+    UnsafeEndpointError,
     check_endpoint,
+    check_ipc_path,
     endpoint_scheme,
     ipc_endpoint,
     ipc_path,
+    private_dir,
+    runtime_dir,
 )
 from rudder.protocol.messages import (
     DECISIONS,
@@ -81,13 +86,17 @@ __all__ = [
     "StatsReply",
     "StatsRequest",
     "TrainerInfo",
+    "UnsafeEndpointError",
     "brief",
     "check_endpoint",
+    "check_ipc_path",
     "decode",
     "encode",
     "endpoint_scheme",
     "from_wire",
     "ipc_endpoint",
     "ipc_path",
+    "private_dir",
+    "runtime_dir",
     "to_wire",
 ]

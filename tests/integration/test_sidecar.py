@@ -277,6 +277,10 @@ def test_sidecar_killed_mid_run_then_restarted(tmp_path):
         proc = start_serve(ep, *history)  # a new sidecar on the same endpoint and checkpoint
         assert wait_until(lambda: (step(), len(c.applied) > before)[1], 10.0)
         assert all(d is Decision.REPLACE for _, d in c.applied[before:])
+        # The trainer's record of it: one outage, over now, with the skips it decided alone.
+        faults = c.counters()
+        assert faults["outages"] == 1 and faults["outage_s"] > 1.0
+        assert faults["fallback_minibatches"] > 0 and faults["unsent"] > 0
         # The trainer's history resumed from the checkpoint: the new sidecar's agent counts
         # the decisions of the one that was killed too.
         stats = ask(ep, StatsRequest(seq=7), timeout_s=5.0).trainers[0]["agent"]
@@ -301,6 +305,12 @@ def test_agent_sidecars_start_restart_and_clean_up(tmp_path):
         )
         assert wait_until(lambda: _pings(endpoints[1]), 10.0)
         assert sidecars.pids()[0] == first[0]
+        # The launcher's record: an outage from the kill until the successor answered.
+        assert wait_until(lambda: sidecars.faults()[1]["outages"][0]["recovered"], 10.0)
+        f0, f1 = sidecars.faults()
+        assert f0["restarts"] == 0 and f0["outages"] == []
+        assert f1["restarts"] == 1 and not f1["gave_up"] and len(f1["outages"]) == 1
+        assert f1["outages"][0]["exit"] == "SIGKILL" and f1["outages"][0]["duration_s"] > 0
         reply = ask(endpoints[1], StatsRequest(seq=2))
         assert isinstance(reply, StatsReply) and reply.server["decider"] == "every:4"
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in first)

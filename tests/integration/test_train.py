@@ -9,10 +9,16 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from training_support import make_parts, no_leftovers, rudder, run_processes  # noqa: F401
 
 pytestmark = pytest.mark.integration
+
+# Long enough for a killed sidecar to be restarted (0.5 s back-off, then its start-up) and
+# answer again before the run ends: here the kill came ~13 s into a 19 s run, the outage
+# lasted 2.2 s, and ~4 s of training were left.
+EPOCHS_AFTER_KILL = "40"
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +140,42 @@ def test_a_killed_trainer_stops_the_whole_run(parts, tmp_path):
     assert stopped_in < 60
     assert run_processes(out) == []
     assert json.loads((out / "summary.json").read_text())["ok"] is False
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_sidecar_killed_mid_run_is_recorded_in_the_summary(parts, tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "rudder", "train", "--partitions", str(parts), "--out", str(out)]
+    argv += ["--machines", "2", "--epochs", EPOCHS_AFTER_KILL, "--batch-size", "100"]
+    argv += ["--policy", "rudder", "--decider", "every:3", "--agent", "sidecar", "--timeout", "240"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        log = out / "logs" / "m0-trainer0.log"
+        deadline = time.monotonic() + 180
+        while not (log.exists() and "epoch 1/" in log.read_text()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        sidecar = [p for p in psutil.process_iter(["cmdline"]) if _binds(p, out / "agent/m0.sock")]
+        assert len(sidecar) == 1
+        sidecar[0].send_signal(signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout + stderr
+    faults = json.loads((out / "summary.json").read_text())["faults"]
+    m0, m1 = faults["sidecars"]
+    assert m0["restarts"] == 1 and len(m0["outages"]) == 1 and m1["outages"] == []
+    outage = m0["outages"][0]
+    assert outage["exit"] == "SIGKILL" and outage["recovered"] and outage["duration_s"] > 0
+    t0 = faults["trainers"]["0"]  # m0's trainer lived through it; m1's did not notice
+    assert t0["outages"] == 1 and t0["outage_s"] > 0 and t0["fallback_minibatches"] > 0
+    assert faults["trainers"]["1"]["outages"] == 0
+    assert faults["fallback_minibatches"] == m0["fallback_minibatches"] > 0
+    assert run_processes(out) == []
+
+
+def _binds(p: psutil.Process, path) -> bool:
+    cmd = p.info["cmdline"] or []
+    return "serve" in cmd and f"ipc://{path.resolve()}" in cmd

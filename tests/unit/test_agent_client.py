@@ -328,7 +328,7 @@ def test_client_cost_per_minibatch_is_small(endpoint):
 )
 def test_config_is_checked(changes, words):
     with pytest.raises(ValueError, match=words):
-        ClientConfig(**{"endpoint": "ipc:///tmp/x.sock", "trainer": 0, **changes})
+        ClientConfig(**{"endpoint": "ipc:///run/rudder/x.sock", "trainer": 0, **changes})
 
 
 # -- the server's side of the contract (in-process server, real sockets) -----------------------

@@ -320,7 +320,7 @@ def test_ext_types_are_inert_and_rejected():
 
 @pytest.mark.parametrize(
     "endpoint",
-    ["ipc:///tmp/a.sock", "tcp://127.0.0.1:5555", "tcp://localhost:1", "tcp://[::1]:5555"],
+    ["ipc:///run/rudder/a.sock", "tcp://127.0.0.1:5555", "tcp://localhost:1", "tcp://[::1]:5555"],
 )
 def test_local_endpoints_are_accepted(endpoint):
     assert check_endpoint(endpoint) == endpoint
@@ -346,7 +346,8 @@ def test_ipc_path_limit():
         check_endpoint("ipc:///" + "a" * IPC_PATH_MAX)
 
 
-def test_ipc_endpoint_short_directory_and_fallback(tmp_path):
+def test_ipc_endpoint_short_directory_and_fallback(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # the fallback's private directory
     assert ipc_endpoint(tmp_path, "m0") == f"ipc://{tmp_path.resolve()}/m0.sock"
     deep = tmp_path / ("d" * 120)
     fallback = ipc_endpoint(deep, "m0")

@@ -13,6 +13,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
+from rudder.files import OutputError
+
 if TYPE_CHECKING:
     from rudder.trainer_hooks.distdgl.config import WorkerConfig
 
@@ -68,7 +70,11 @@ def exit_now(what: str, code: int = 1) -> NoReturn:
     DGL's exit handler waits for every other client; after a failure it would hang for ever.
     The launcher sees the exit code and stops the run.
     """
-    log.exception("%s failed", what)
+    err = sys.exc_info()[1]
+    if isinstance(err, OutputError):  # the user's to fix (full or read-only --out): no traceback
+        log.error("%s failed: %s", what, err)
+    else:
+        log.exception("%s failed", what)
     logging.shutdown()
     os._exit(code)
 

@@ -32,6 +32,10 @@ _DECISION_FIRST = re.compile(r'\s*\{\s*"decision"\s*:\s*"(replace|skip)"')
 OnDecision = Callable[[Decision], None]
 
 
+class IncompleteAnswerError(RuntimeError):
+    """The LLM's streamed answer ended before its last line (``done: true``)."""
+
+
 class DecisionModel(Protocol):
     """Produces one raw answer from the agent state (the metrics and the history lines).
 
@@ -123,12 +127,15 @@ class LLMModel:
     ) -> str:
         """The reply text, streamed: ``on_decision`` hears the decision as soon as it is out."""
         msgs = [(m["role"], m["content"]) for m in self.messages(current, history)]
-        text, told = "", on_decision is None
+        text, told, done = "", on_decision is None, False
         for chunk in self.chat.stream(msgs):
             text += chunk.content if isinstance(chunk.content, str) else ""
+            done = done or chunk.response_metadata.get("done") is True
             if not told and (found := _DECISION_FIRST.match(text)):
                 told = True
                 on_decision(Decision(found.group(1)))
+        if not done:  # Ollama can end a stream early (an aborted generation): not an answer
+            raise IncompleteAnswerError(f"the stream ended without done: true ({len(text)} chars)")
         return text
 
 

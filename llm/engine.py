@@ -4,8 +4,8 @@ Backed by xllamacpp (prebuilt llama.cpp wheels; see docs/llm.md for why not
 llama-cpp-python). ``parallel`` slots decode side by side (llama.cpp batches them into one
 forward pass per token), so one client's request never queues behind another's whole answer;
 each slot keeps the KV cache of its last prompt, so a prompt that starts with the same static
-system prefix reuses it. Ollama's request vocabulary (``format``, ``options``) is translated
-here into llama.cpp's.
+system prefix reuses it. Ollama's request vocabulary (``format``, ``options``) is checked and
+translated into llama.cpp's in ``options.py``.
 """
 
 from __future__ import annotations
@@ -20,52 +20,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
-
-# Ollama option -> llama.cpp request field (same meaning, different name or none).
-_OPTION_NAMES = {
-    "temperature": "temperature",
-    "seed": "seed",
-    "num_predict": "max_tokens",
-    "stop": "stop",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "repeat_penalty": "repeat_penalty",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "typical_p": "typical_p",
-    "repeat_last_n": "repeat_last_n",
-}
-# Options that only make sense to a GPU runtime or to Ollama's scheduler; accepted, ignored.
-IGNORED_OPTIONS = frozenset(
-    {
-        "num_gpu",
-        "main_gpu",
-        "num_thread",
-        "num_batch",
-        "num_keep",
-        "use_mmap",
-        "use_mlock",
-        "numa",
-        "low_vram",
-        "f16_kv",
-        "penalize_newline",
-        "mirostat",
-        "mirostat_eta",
-        "mirostat_tau",
-        "tfs_z",
-        "vocab_only",
-    }
+from rudder.llm.options import (
+    InvalidRequestError,
+    checked_options,
+    llama_fields,
+    llama_request,
 )
+
+__all__ = [
+    "Engine",
+    "EngineError",
+    "GenerationCancelledError",
+    "InvalidRequestError",
+    "Result",
+    "SharedLock",
+    "llama_request",
+]
+
+log = logging.getLogger(__name__)
 
 
 class EngineError(RuntimeError):
-    """llama.cpp refused or failed a request; the message is safe to show a client."""
+    """llama.cpp failed a request (a server fault); the message is safe to show a client."""
 
 
-class InvalidRequestError(ValueError):
-    """The request cannot be served as given (bad option or format)."""
+class GenerationCancelledError(EngineError):
+    """The generation was stopped on request (the client left, or the server is stopping)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,43 +62,43 @@ class Result:
     load_duration: int = 0
 
 
-def llama_request(options: dict[str, Any] | None, fmt: Any) -> dict[str, Any]:
-    """The llama.cpp fields for Ollama ``options`` and ``format``."""
-    req: dict[str, Any] = {}
-    for key, value in (options or {}).items():
-        if key in _OPTION_NAMES:
-            if key == "num_predict" and isinstance(value, int) and value < 0:
-                continue  # Ollama: -1 = until done, -2 = fill the context: llama.cpp's default
-            if key == "stop" and isinstance(value, str):
-                value = [value]
-            req[_OPTION_NAMES[key]] = value
-        elif key not in IGNORED_OPTIONS and key != "num_ctx":
-            raise InvalidRequestError(f"unknown option {key!r}")
-    if fmt in (None, ""):
-        pass
-    elif fmt == "json":
-        req["response_format"] = {"type": "json_object"}
-    elif isinstance(fmt, dict):
-        # A JSON schema: llama.cpp turns it into a grammar, so the output must match it.
-        req["response_format"] = {"type": "json_schema", "json_schema": {"schema": fmt}}
+def _delta(chunk: dict) -> str:
+    choice = (chunk.get("choices") or [{}])[0]
+    return (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+
+
+def _error(resp: Any) -> Exception:
+    """llama.cpp's error reply as an exception.
+
+    Its 4xx (a prompt over the context, a schema it cannot compile) are the client's
+    mistakes, anything else the server's.
+    """
+    err = resp.get("error", resp) if isinstance(resp, dict) else resp
+    if isinstance(err, dict):
+        message, code = str(err.get("message", err)), err.get("code")
     else:
-        raise InvalidRequestError(f'format must be "json" or a JSON schema object, got {fmt!r}')
-    return req
+        message, code = str(err), None
+    message = message[:500]
+    if isinstance(code, int) and 400 <= code < 500:
+        return InvalidRequestError(message)
+    return EngineError(message)
 
 
-def _result(resp: dict, load_ns: int) -> Result:
-    choice = resp["choices"][0]
-    text = choice.get("message", {}).get("content") or choice.get("text") or ""
-    timings = resp.get("timings", {})
-    usage = resp.get("usage", {})
+def _result(last: dict, text: str, load_ns: int) -> Result:
+    """The Result of a finished stream, from its last chunk (the one with the timings)."""
+    choice = (last.get("choices") or [{}])[0]
+    timings = last.get("timings", {})
+    usage = last.get("usage", {})
+    cached = int(timings.get("cache_n", 0))
     return Result(
         text=text,
         done_reason="length" if choice.get("finish_reason") == "length" else "stop",
-        prompt_eval_count=int(timings.get("prompt_n", usage.get("prompt_tokens", 0))),
+        # Ollama counts every prompt token, those served from the prompt cache included.
+        prompt_eval_count=int(timings.get("prompt_n", usage.get("prompt_tokens", 0))) + cached,
         prompt_eval_duration=int(timings.get("prompt_ms", 0.0) * 1e6),
         eval_count=int(timings.get("predicted_n", usage.get("completion_tokens", 0))),
         eval_duration=int(timings.get("predicted_ms", 0.0) * 1e6),
-        cached_tokens=int(timings.get("cache_n", 0)),
+        cached_tokens=cached,
         load_duration=load_ns,
     )
 
@@ -161,8 +141,9 @@ class Engine:
     """A resident model with ``parallel`` slots of ``ctx`` tokens each.
 
     ``chat`` and ``complete`` may be called from several threads: up to ``parallel`` run at
-    once (llama.cpp queues the rest); a request with another context size reloads the model
-    once the running ones are done.
+    once (llama.cpp queues the rest); a request with another context size (``num_ctx``; none
+    means ``ctx``, as in Ollama) reloads the model once the running ones are done. A
+    ``cancelled`` callback stops a generation between tokens.
     """
 
     def __init__(self, path: str | Path, *, threads: int = 2, ctx: int = 2048, parallel: int = 1):
@@ -176,6 +157,7 @@ class Engine:
         self._lock = SharedLock()
         self._server = None
         self.ctx = 0
+        self.default_ctx = ctx
         self.load_s = 0.0
         self._load(ctx)
 
@@ -210,56 +192,59 @@ class Engine:
         return int(self.load_s * 1e9)
 
     def _call(
-        self, method: str, req: dict, num_ctx: int | None, on_delta: Callable[[str], None] | None
+        self,
+        method: str,
+        req: dict,
+        num_ctx: int | None,
+        on_delta: Callable[[str], None] | None,
+        cancelled: Callable[[], bool] | None,
     ) -> Result:
+        """Run one request; always streamed from llama.cpp, so it can be stopped between tokens.
+
+        ``cancelled`` is polled per token: true stops the generation and frees its slot (the
+        client went away, or the server is stopping) with :class:`GenerationCancelledError`.
+        """
         load_ns = 0
-        if num_ctx is not None and num_ctx != self.ctx:
-            if not 64 <= num_ctx <= 131072:
-                raise InvalidRequestError(f"num_ctx must lie in 64..131072, got {num_ctx}")
+        num_ctx = num_ctx or self.default_ctx  # as Ollama: none means the default, not the last
+        if num_ctx != self.ctx:
             with self._lock.exclusive():
                 if num_ctx != self.ctx:  # another request may have reloaded it meanwhile
                     load_ns = self._load(num_ctx)  # Ollama reloads on a new context size too
+        chunks: list[dict] = []
+        error: list[Any] = []
+        stopped = False
+
+        def on_chunk(chunk: Any) -> bool:
+            """Return True to make llama.cpp stop (and cancel the task)."""
+            nonlocal stopped
+            if not isinstance(chunk, dict) or "error" in chunk:
+                error.append(chunk)
+                return True
+            chunks.append(chunk)
+            delta = _delta(chunk)
+            if delta and on_delta is not None:
+                on_delta(delta)
+            if cancelled is not None and cancelled():
+                stopped = True
+                return True
+            return False
+
         with self._lock.shared():
-            handler = getattr(self._server, method)
-            if on_delta is None:
-                resp = handler(req)
-                return _result(self._checked(resp), load_ns)
-            chunks: list[dict] = []
-
-            def on_chunk(chunk: dict) -> None:
-                chunks.append(chunk)
-                choice = (chunk.get("choices") or [{}])[0]
-                delta = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-                if delta:
-                    on_delta(delta)
-
-            err = handler({**req, "stream": True}, on_chunk)
-            if err is not None:
-                self._checked(err)
-            if not chunks:
-                raise EngineError("the model returned nothing")
-            last = chunks[-1]
-            text = "".join(
-                ((c.get("choices") or [{}])[0].get("delta") or {}).get("content")
-                or (c.get("choices") or [{}])[0].get("text")
-                or ""
-                for c in chunks
-            )
-            last = {
-                **last,
-                "choices": [{**(last.get("choices") or [{}])[0], "message": {"content": text}}],
-            }
-            return _result(last, load_ns)
-
-    @staticmethod
-    def _checked(resp: Any) -> dict:
-        if isinstance(resp, dict) and "error" in resp:
-            err = resp["error"]
-            msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-            raise EngineError(msg)
-        if not isinstance(resp, dict) or not resp.get("choices"):
-            raise EngineError(f"unexpected response from llama.cpp: {str(resp)[:200]}")
-        return resp
+            if self._server is None:
+                raise EngineError("the model is unloaded (the server is stopping)")
+            try:
+                getattr(self._server, method)({**req, "stream": True}, on_chunk)
+            except ValueError as e:  # xllamacpp's word for a request it cannot set up (a schema)
+                raise InvalidRequestError(str(e)[:500]) from None
+        if error:
+            raise _error(error[0])
+        if stopped:
+            raise GenerationCancelledError("the generation was cancelled")
+        if not chunks:
+            raise EngineError("the model returned nothing")
+        last = chunks[-1]
+        text = "".join(_delta(c) for c in chunks)
+        return _result(last, text, load_ns)
 
     def chat(
         self,
@@ -268,10 +253,12 @@ class Engine:
         options: dict | None = None,
         fmt: Any = None,
         on_delta: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Result:
         """A chat completion with the model's own chat template."""
-        req = {"messages": messages, **llama_request(options, fmt)}
-        return self._call("handle_chat_completions", req, (options or {}).get("num_ctx"), on_delta)
+        opts = checked_options(options)
+        req = {"messages": messages, **llama_fields(opts, fmt)}
+        return self._call("handle_chat_completions", req, opts.get("num_ctx"), on_delta, cancelled)
 
     def complete(
         self,
@@ -280,10 +267,12 @@ class Engine:
         options: dict | None = None,
         fmt: Any = None,
         on_delta: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Result:
         """A raw completion of ``prompt`` (no chat template)."""
-        req = {"prompt": prompt, **llama_request(options, fmt)}
-        return self._call("handle_completions", req, (options or {}).get("num_ctx"), on_delta)
+        opts = checked_options(options)
+        req = {"prompt": prompt, **llama_fields(opts, fmt)}
+        return self._call("handle_completions", req, opts.get("num_ctx"), on_delta, cancelled)
 
     def close(self) -> None:
         with self._lock.exclusive():

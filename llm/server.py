@@ -3,36 +3,75 @@
 Routes: ``GET /api/version``, ``GET /api/tags``, ``POST /api/show``, ``GET /api/ps``,
 ``POST /api/chat`` and ``POST /api/generate`` (NDJSON streaming, the default, or one JSON
 object with ``"stream": false``), plus ``GET /`` ("Ollama is running"). One model is resident;
-a request naming another installed model swaps it in. Every error is a JSON
-``{"error": "..."}`` with a 4xx/5xx status: unknown model 404 (listing the models), bad JSON
-or fields 400, anything unexpected 500 with the details in the server log, never a traceback
-to the client. Binds 127.0.0.1 unless told otherwise.
+a request naming another installed model swaps it in. Binds 127.0.0.1 unless told otherwise.
+
+Built on aiohttp (docs/llm.md says why): the event loop only parses, routes and writes;
+llama.cpp work runs in a thread pool, at most ``--parallel`` generations decoding at once
+(llama.cpp queues the rest). Every error is a JSON ``{"error": "..."}``: 4xx for the client's
+mistakes (bad JSON or fields, options of the wrong type or range, a schema llama.cpp cannot
+compile, a prompt over the context, an unknown model), 5xx for the server's, with details in
+the server log and never a traceback. A streamed answer holds its 200 headers until the first
+token: an error found before it is still a plain 4xx; one after it ends the stream with an
+``{"error": ...}`` line, as Ollama does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import resource
 import signal
-import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from rudder.llm import models
+from rudder.llm.connections import ConnectionGuard, ConnectionLimits
 from rudder.llm.defaults import DEFAULT_LLM_HOST, DEFAULT_LLM_PORT
-from rudder.llm.engine import Engine, EngineError, InvalidRequestError, Result, SharedLock
+from rudder.llm.engine import (
+    Engine,
+    EngineError,
+    GenerationCancelledError,
+    InvalidRequestError,
+    Result,
+)
+from rudder.llm.host import EngineConfig, ModelHost, ModelNotFoundError, base_name
 
 log = logging.getLogger(__name__)
 
 OLLAMA_API_VERSION = "0.12.0"  # the Ollama release whose API this follows
-MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a full 131,072-token prompt is ~0.5 MB of JSON
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """``rudder llm serve``'s options."""
+
+    model: str = models.DEFAULT_MODEL  # a catalog name or a path to a .gguf file
+    host: str = DEFAULT_LLM_HOST
+    port: int = DEFAULT_LLM_PORT
+    threads: int = 2
+    ctx: int = 2048  # tokens per slot
+    parallel: int = 2  # slots: requests decoded side by side (one agent per trainer on a node)
+    max_requests: int = 64  # generations admitted at once (decoding or queued); more get 503
+    max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout_s: float = 30.0  # a request body must arrive within this
+    send_timeout_s: float = 60.0  # a client must take each streamed line within this
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+
+    def __post_init__(self) -> None:
+        if self.max_requests < 1 or self.max_body_bytes < 1024:
+            raise ValueError("max_requests must be >= 1 and max_body_bytes >= 1024")
 
 
 class HTTPError(Exception):
@@ -47,111 +86,27 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _base_name(name: str) -> str:
-    return name[: -len(":latest")] if name.endswith(":latest") else name
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
 
 
-@dataclass(frozen=True, slots=True)
-class ServeConfig:
-    """``rudder llm serve``'s options."""
-
-    model: str = models.DEFAULT_MODEL  # a catalog name or a path to a .gguf file
-    host: str = DEFAULT_LLM_HOST
-    port: int = DEFAULT_LLM_PORT
-    threads: int = 2
-    ctx: int = 2048  # tokens per slot
-    parallel: int = 2  # slots: requests decoded side by side (one agent per trainer on a node)
-
-
-class ModelHost:
-    """The resident model and the ones that can be swapped in (installed catalog models)."""
-
-    def __init__(self, config: ServeConfig):
-        card, path = models.resolve(config.model)
-        self.config = config
-        self._extra = {} if card else {Path(path).stem: path}  # a model served from a path
-        self.name = card.name if card else Path(path).stem
-        self.engine = self._engine(path)
-        # Requests share the resident model; swapping in another one waits for them.
-        self.lock = SharedLock()
-
-    def _engine(self, path: str | Path) -> Engine:
-        c = self.config
-        return Engine(path, threads=c.threads, ctx=c.ctx, parallel=c.parallel)
-
-    @contextlib.contextmanager
-    def use(self, requested: str):
-        """The engine for ``requested`` (swapped in if needed) and the swap time in ns."""
-        swap_ns = 0
-        while True:
-            with self.lock.shared():
-                if _base_name(requested) == self.name:
-                    yield self.engine, swap_ns
-                    return
-            with self.lock.exclusive():
-                if _base_name(requested) != self.name:
-                    swap_ns = self._swap(requested)
-
-    def available(self) -> dict[str, tuple[models.ModelCard | None, Path]]:
-        found = {m.name: (m.card, Path(m.path)) for m in models.installed()}
-        found.update({n: (None, Path(p)) for n, p in self._extra.items()})
-        return found
-
-    def _swap(self, requested: str) -> int:
-        """Load ``requested`` in place of the resident model; the load time in ns."""
-        name = _base_name(requested)
-        avail = self.available()
-        if name not in avail:
-            choices = ", ".join(sorted(f"{n}:latest" for n in avail)) or "none"
-            raise HTTPError(
-                HTTPStatus.NOT_FOUND,
-                f'model "{requested}" not found, try pulling it first '
-                f"(`rudder models fetch NAME`); available: {choices}",
-            )
-        t0 = time.perf_counter()
-        self.engine.close()
-        self.engine = self._engine(avail[name][1])
-        self.name = name
-        return int((time.perf_counter() - t0) * 1e9)
-
-    def describe(self, name: str) -> dict:
-        card, path = self.available().get(_base_name(name), (None, None))
-        if path is None:
-            raise HTTPError(HTTPStatus.NOT_FOUND, f'model "{name}" not found')
-        stat = path.stat()
-        details = {
-            "parent_model": "",
-            "format": "gguf",
-            "family": card.family if card else "",
-            "families": [card.family] if card else [],
-            "parameter_size": card.parameter_size if card else "",
-            "quantization_level": card.quantization if card else "",
-        }
-        return {
-            "name": f"{_base_name(name)}:latest",
-            "model": f"{_base_name(name)}:latest",
-            "size": stat.st_size,
-            "digest": card.sha256 if card else "",
-            "modified_at": datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(),
-            "details": details,
-            "path": path,
-        }
-
-    def close(self) -> None:
-        self.engine.close()
-
-
-def _stats(result: Result, total_ns: int) -> dict:
-    return {
-        "done": True,
-        "done_reason": result.done_reason,
-        "total_duration": total_ns,
-        "load_duration": result.load_duration,
-        "prompt_eval_count": result.prompt_eval_count,
-        "prompt_eval_duration": result.prompt_eval_duration,
-        "eval_count": result.eval_count,
-        "eval_duration": result.eval_duration,
-    }
+def parse_body(raw: bytes) -> dict:
+    """A request body as a JSON object, or HTTPError 400 saying what is wrong with it."""
+    try:
+        # NaN and Infinity are Python extensions of JSON: Ollama (Go) rejects them, so do we.
+        body = json.loads(raw or b"{}", parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:200]
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid JSON body: {why}") from None
+    if not isinstance(body, dict):
+        raise HTTPError(HTTPStatus.BAD_REQUEST, "the JSON body must be an object")
+    try:  # a lone UTF-16 surrogate ("\ud800") parses, but is no text a model can read
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPError(
+            HTTPStatus.BAD_REQUEST, "invalid JSON body: a string holds a lone UTF-16 surrogate"
+        ) from None
+    return body
 
 
 def _field(body: dict, name: str, kind: type | tuple, default: Any = None) -> Any:
@@ -176,300 +131,389 @@ def _messages(body: dict) -> list[dict]:
     return out
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Routes requests to the :class:`ModelHost` of the server."""
+def _stats(result: Result, total_ns: int, swap_ns: int) -> dict:
+    return {
+        "done": True,
+        "done_reason": result.done_reason,
+        "total_duration": total_ns,
+        "load_duration": result.load_duration + swap_ns,
+        "prompt_eval_count": result.prompt_eval_count,
+        "prompt_eval_duration": result.prompt_eval_duration,
+        "eval_count": result.eval_count,
+        "eval_duration": result.eval_duration,
+    }
 
-    protocol_version = "HTTP/1.1"  # keep-alive; every response has a length or is chunked
-    server_version = "rudder-ollama"
-    host: ModelHost  # set on the subclass the server creates
 
-    # -- plumbing ----------------------------------------------------------------------------
+def _status_of(e: BaseException) -> tuple[HTTPStatus, str]:
+    """The status and client-facing message for an exception from a request."""
+    if isinstance(e, HTTPError):
+        return e.status, str(e)
+    if isinstance(e, InvalidRequestError):
+        return HTTPStatus.BAD_REQUEST, str(e)
+    if isinstance(e, ModelNotFoundError):
+        return HTTPStatus.NOT_FOUND, str(e)
+    if isinstance(e, GenerationCancelledError):  # only at shutdown reaches a client
+        return HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping"
+    if isinstance(e, EngineError):
+        return HTTPStatus.INTERNAL_SERVER_ERROR, str(e)
+    log.error("unexpected error serving a request", exc_info=e)
+    return HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error (details in the server log)"
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body leave in separate writes; with Nagle's algorithm the body then
-        # waits for the client's delayed ACK: a constant ~40 ms per request, measured.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, fmt: str, *args: object) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
+def _json(status: HTTPStatus, payload: dict) -> web.Response:
+    return web.json_response(payload, status=int(status))
 
-    def _send_json(self, status: HTTPStatus, payload: dict | str) -> None:
-        data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
-        self.send_response(status)
-        self.send_header(
-            "Content-Type",
-            "text/plain; charset=utf-8" if isinstance(payload, str) else "application/json",
-        )
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
 
-    def _body(self) -> dict:
+# A generation runs ``run(engine, on_delta, cancelled) -> Result`` in a worker thread.
+Run = Callable[[Engine, Callable[[str], None] | None, Callable[[], bool]], Result]
+
+
+def _empty(engine: Engine, on_delta: object, cancelled: object) -> Result:
+    """Ollama loads the model and answers an empty prompt or message list with nothing."""
+    return Result("", "load", 0, 0, 0, 0, 0)
+
+
+class OllamaAPI:
+    """The routes, over a :class:`ModelHost` whose blocking work runs in ``executor``."""
+
+    def __init__(self, host: ModelHost, config: ServeConfig, executor: ThreadPoolExecutor):
+        self.host = host
+        self.config = config
+        self.executor = executor
+        self.stopping = threading.Event()  # set on shutdown: running generations stop
+        self.in_flight = 0
+        self.guard: ConnectionGuard | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app.middlewares.append(self._middleware)
+        for method, path, handler in (
+            ("GET", "/", self.root),
+            ("GET", "/api/version", self.version),
+            ("GET", "/api/tags", self.tags),
+            ("GET", "/api/ps", self.ps),
+            ("POST", "/api/show", self.show),
+            ("POST", "/api/chat", self.chat),
+            ("POST", "/api/generate", self.generate),
+        ):
+            for p in {path, path.rstrip("/") + "/"}:  # "/api/tags/" too, as before
+                if method == "GET":  # and HEAD ("HEAD /" is how some clients ping Ollama)
+                    app.router.add_get(p, handler)
+                else:
+                    app.router.add_post(p, handler)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        """Errors as JSON; marks the request's span for the connection guard."""
+        if self.guard is not None:
+            self.guard.started(request.transport)
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
-        if length > MAX_BODY_BYTES:
+            return await handler(request)
+        except web.HTTPException as e:  # aiohttp's own: no route (404), method (405), ...
+            if e.status < 400:
+                raise
+            what = f"{e.reason.lower()}: {request.method} {request.path[:200]}"
+            return _json(HTTPStatus(e.status), {"error": what})
+        except Exception as e:
+            status, message = _status_of(e)
+            return _json(status, {"error": message})
+        finally:
+            if self.guard is not None:
+                self.guard.finished(request.transport, body_read=request.content.at_eof())
+
+    async def _body(self, request: web.Request) -> dict:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {limit} bytes")
+        try:  # read() stops at the limit, chunked or not
+            raw = await asyncio.wait_for(request.read(), self.config.body_timeout_s)
+        except web.HTTPRequestEntityTooLarge:
             raise HTTPError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY_BYTES} bytes"
-            )
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid JSON body: {e}") from None
-        if not isinstance(body, dict):
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "the JSON body must be an object")
-        return body
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {limit} bytes"
+            ) from None
+        except asyncio.TimeoutError:
+            raise HTTPError(
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"the request body did not arrive within {self.config.body_timeout_s:g} s",
+            ) from None
+        return parse_body(raw)
 
-    def _dispatch(self, routes: dict) -> None:
-        route = routes.get(self.path.split("?", 1)[0].rstrip("/") or "/")
-        try:
-            if route is None:
-                raise HTTPError(HTTPStatus.NOT_FOUND, f"no route {self.command} {self.path}")
-            route(self)
-        except HTTPError as e:
-            self._send_json(e.status, {"error": str(e)})
-        except (InvalidRequestError, EngineError) as e:
-            status = (
-                HTTPStatus.BAD_REQUEST
-                if isinstance(e, InvalidRequestError)
-                else HTTPStatus.INTERNAL_SERVER_ERROR
-            )
-            self._send_json(status, {"error": str(e)})
-        except (BrokenPipeError, ConnectionResetError):
-            log.info("client went away during %s", self.path)
-        except Exception:
-            log.exception("unexpected error serving %s %s", self.command, self.path)
-            self._send_json(
-                HTTPStatus.INTERNAL_SERVER_ERROR,
-                {"error": "internal server error (details in the server log)"},
-            )
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def do_GET(self) -> None:
-        self._dispatch(
-            {
-                "/": Handler.root,
-                "/api/version": Handler.version,
-                "/api/tags": Handler.tags,
-                "/api/ps": Handler.ps,
-            }
-        )
+    # -- routes without a model ------------------------------------------------------------------
 
-    def do_HEAD(self) -> None:
-        self._dispatch({"/": Handler.root})
+    async def root(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ollama is running")
 
-    def do_POST(self) -> None:
-        self._dispatch(
-            {
-                "/api/chat": Handler.chat,
-                "/api/generate": Handler.generate,
-                "/api/show": Handler.show,
-            }
-        )
+    async def version(self, request: web.Request) -> web.Response:
+        return _json(HTTPStatus.OK, {"version": OLLAMA_API_VERSION})
 
-    # -- streaming -----------------------------------------------------------------------------
-
-    def _stream(self, produce) -> None:
-        """Send NDJSON lines as HTTP chunks: ``produce(emit)`` calls ``emit(obj)`` per line."""
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "application/x-ndjson")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-
-        def emit(obj: dict) -> None:
-            data = (json.dumps(obj) + "\n").encode()
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-
-        try:
-            produce(emit)
-        except (InvalidRequestError, EngineError, HTTPError) as e:
-            emit({"error": str(e)})  # headers are out: report in-band, as Ollama does
-        self.wfile.write(b"0\r\n\r\n")
-
-    # -- routes --------------------------------------------------------------------------------
-
-    def root(self) -> None:
-        self._send_json(HTTPStatus.OK, "Ollama is running")
-
-    def version(self) -> None:
-        self._send_json(HTTPStatus.OK, {"version": OLLAMA_API_VERSION})
-
-    def tags(self) -> None:
+    def _tags(self) -> dict:
         entries = []
         for name in sorted(self.host.available()):
             d = self.host.describe(name)
             d.pop("path")
             entries.append(d)
-        self._send_json(HTTPStatus.OK, {"models": entries})
+        return {"models": entries}
 
-    def ps(self) -> None:
+    async def tags(self, request: web.Request) -> web.Response:
+        return _json(HTTPStatus.OK, await self._blocking(self._tags))
+
+    def _ps(self) -> dict:
         d = self.host.describe(self.host.name)
         d.pop("path")
         d.update(
             expires_at="0001-01-01T00:00:00Z", size_vram=0, context_length=self.host.engine.ctx
         )
-        self._send_json(HTTPStatus.OK, {"models": [d]})
+        return {"models": [d]}
 
-    def show(self) -> None:
-        body = self._body()
+    async def ps(self, request: web.Request) -> web.Response:
+        return _json(HTTPStatus.OK, await self._blocking(self._ps))
+
+    def _show(self, name: str) -> dict:
+        d = self.host.describe(name)
+        card = models.card(base_name(name)) if base_name(name) in models.CATALOG else None
+        return {
+            "license": card.license if card else "",
+            "modelfile": f"FROM {d['path']}\n",
+            "parameters": "",
+            "template": "{{ .Prompt }}",
+            "details": d["details"],
+            "model_info": {"general.architecture": d["details"]["family"]},
+            "capabilities": ["completion"],
+            "modified_at": d["modified_at"],
+        }
+
+    async def show(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
         name = _field(body, "model", str) or _field(body, "name", str)
         if not name:
             raise HTTPError(HTTPStatus.BAD_REQUEST, "field 'model' is required")
-        d = self.host.describe(name)
-        card = models.card(_base_name(name)) if _base_name(name) in models.CATALOG else None
-        self._send_json(
-            HTTPStatus.OK,
-            {
-                "license": card.license if card else "",
-                "modelfile": f"FROM {d['path']}\n",
-                "parameters": "",
-                "template": "{{ .Prompt }}",
-                "details": d["details"],
-                "model_info": {"general.architecture": d["details"]["family"]},
-                "capabilities": ["completion"],
-                "modified_at": d["modified_at"],
-            },
-        )
+        return _json(HTTPStatus.OK, await self._blocking(self._show, name))
 
-    def _generation(self, body: dict, run, shape) -> None:
-        """Shared by chat and generate: resolve the model, run, reply streamed or whole.
+    # -- generation ------------------------------------------------------------------------------
 
-        ``run(engine, options, fmt, on_delta)`` generates; ``shape(obj, text)`` puts the text
-        where the route's replies carry it (``message.content`` or ``response``).
-        """
-        name = _field(body, "model", str)
-        if not name:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "field 'model' is required")
-        options = _field(body, "options", dict, {}) or {}
-        fmt = body.get("format")
-        stream = body.get("stream", True)
-        if not isinstance(stream, bool):
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "field 'stream' must be true or false")
-        t0 = time.perf_counter_ns()
-        with self.host.use(name) as (engine, swap_ns):
-            model = f"{_base_name(name)}:latest"
-            if not stream:
-                result = run(engine, options, fmt, None)
-                reply = {"model": model, "created_at": _now(), **_stats(result, 0)}
-                reply["load_duration"] += swap_ns
-                reply["total_duration"] = time.perf_counter_ns() - t0
-                self._send_json(HTTPStatus.OK, shape(reply, result.text))
-                return
-
-            def produce(emit) -> None:
-                result = run(
-                    engine,
-                    options,
-                    fmt,
-                    lambda delta: emit(
-                        shape({"model": model, "created_at": _now(), "done": False}, delta)
-                    ),
-                )
-                final = {"model": model, "created_at": _now(), **_stats(result, 0)}
-                final["load_duration"] += swap_ns
-                final["total_duration"] = time.perf_counter_ns() - t0
-                emit(shape(final, ""))
-
-            self._stream(produce)
-
-    def chat(self) -> None:
-        body = self._body()
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request)
         if body.get("tools"):
             raise HTTPError(HTTPStatus.BAD_REQUEST, "tool calling is not supported by this server")
         messages = _messages(body)
+        options, fmt = self._options(body)
+
+        def run(engine: Engine, on_delta, cancelled) -> Result:
+            return engine.chat(
+                messages, options=options, fmt=fmt, on_delta=on_delta, cancelled=cancelled
+            )
 
         def shape(obj: dict, text: str) -> dict:
             return {**obj, "message": {"role": "assistant", "content": text}}
 
-        if not messages:  # Ollama loads the model and answers with an empty message
-            self._generation(body, lambda engine, options, fmt, on_delta: _empty(), shape)
-            return
-        self._generation(
-            body,
-            lambda engine, options, fmt, on_delta: engine.chat(
-                messages, options=options, fmt=fmt, on_delta=on_delta
-            ),
-            shape,
-        )
+        return await self._generation(request, body, run if messages else _empty, shape)
 
-    def generate(self) -> None:
-        body = self._body()
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request)
         prompt = _field(body, "prompt", str, "") or ""
         system = _field(body, "system", str)
+        options, fmt = self._options(body)
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
+
+        def run(engine: Engine, on_delta, cancelled) -> Result:
+            if body.get("raw", False):
+                return engine.complete(
+                    prompt, options=options, fmt=fmt, on_delta=on_delta, cancelled=cancelled
+                )
+            return engine.chat(
+                messages, options=options, fmt=fmt, on_delta=on_delta, cancelled=cancelled
+            )
 
         def shape(obj: dict, text: str) -> dict:
             return {**obj, "response": text}
 
-        if not prompt:  # Ollama loads the model and answers with an empty response
-            self._generation(body, lambda engine, options, fmt, on_delta: _empty(), shape)
-            return
-        if body.get("raw", False):
+        return await self._generation(request, body, run if prompt else _empty, shape)
 
-            def run(engine, options, fmt, on_delta):
-                return engine.complete(prompt, options=options, fmt=fmt, on_delta=on_delta)
-        else:
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": prompt}
-            ]
+    @staticmethod
+    def _options(body: dict) -> tuple[dict, Any]:
+        return _field(body, "options", dict, {}) or {}, body.get("format")
 
-            def run(engine, options, fmt, on_delta):
-                return engine.chat(messages, options=options, fmt=fmt, on_delta=on_delta)
+    async def _generation(
+        self, request: web.Request, body: dict, run: Run, shape: Callable[[dict, str], dict]
+    ) -> web.StreamResponse:
+        """Run a generation off the loop; answer whole, or streamed once the first token is out.
 
-        self._generation(body, run, shape)
+        ``shape(obj, text)`` puts text where the route's replies carry it (``message.content``
+        or ``response``).
+        """
+        name = _field(body, "model", str)
+        if not name:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "field 'model' is required")
+        stream = body.get("stream", True)
+        if not isinstance(stream, bool):
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "field 'stream' must be true or false")
+        if self.in_flight >= self.config.max_requests:
+            raise HTTPError(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "server busy, please try again.  maximum pending requests exceeded",
+            )
+        self.in_flight += 1
+        cancel = threading.Event()
+        try:
+            events = self._start(name, run, stream, cancel)
+            kind, value = await events.get()  # the first token, or the end
+            if kind == "error":  # nothing is sent yet: a plain error status
+                status, message = _status_of(value)
+                return _json(status, {"error": message})
+            if not stream:
+                return _json(HTTPStatus.OK, shape(self._final(name, *value), value[0].text))
+            return await self._stream(request, name, shape, events, (kind, value))
+        finally:
+            cancel.set()  # the answer is out, or the client left: stop generating for it
+            self.in_flight -= 1
+
+    def _final(self, name: str, result: Result, swap_ns: int, t0_ns: int) -> dict:
+        total = time.perf_counter_ns() - t0_ns
+        # The model is echoed as requested, as Ollama does (no ":latest" added).
+        return {"model": name, "created_at": _now(), **_stats(result, total, swap_ns)}
+
+    def _start(
+        self, name: str, run: Run, stream: bool, cancel: threading.Event
+    ) -> asyncio.Queue[tuple[str, Any]]:
+        """Start the generation in a worker; its deltas, then its end, arrive on the queue.
+
+        The end is ``("done", (result, swap_ns, t0_ns))`` or ``("error", exception)``.
+        """
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        t0 = time.perf_counter_ns()
+
+        def put(item: tuple[str, Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                loop.call_soon_threadsafe(events.put_nowait, item)
+
+        def cancelled() -> bool:
+            return cancel.is_set() or self.stopping.is_set()
+
+        def work() -> None:
+            try:
+                with self.host.use(name) as (engine, swap_ns):
+                    on_delta = (lambda text: put(("delta", text))) if stream else None
+                    result = run(engine, on_delta, cancelled)
+                put(("done", (result, swap_ns, t0)))
+            except Exception as e:
+                put(("error", e))
+
+        self.executor.submit(work)
+        return events
+
+    async def _stream(
+        self,
+        request: web.Request,
+        name: str,
+        shape: Callable[[dict, str], dict],
+        events: asyncio.Queue[tuple[str, Any]],
+        first: tuple[str, Any],
+    ) -> web.StreamResponse:
+        """NDJSON lines from the first token on; an error after it is the last line."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+
+        async def send(obj: dict) -> None:
+            line = (json.dumps(obj) + "\n").encode()
+            await asyncio.wait_for(resp.write(line), self.config.send_timeout_s)
+
+        kind, value = first
+        try:
+            while kind == "delta":
+                await send(shape({"model": name, "created_at": _now(), "done": False}, value))
+                kind, value = await events.get()
+            if kind == "done":
+                await send(shape(self._final(name, *value), ""))
+            else:
+                _, message = _status_of(value)
+                await send({"error": message})  # headers are out: report in-band, as Ollama
+            await resp.write_eof()
+        except (ConnectionError, asyncio.TimeoutError) as e:
+            log.info("client went away during a streamed answer: %s", type(e).__name__)
+        return resp
 
 
-def _empty() -> Result:
-    return Result("", "load", 0, 0, 0, 0, 0)
+def _raise_fd_limit(wanted: int) -> int:
+    """Raise this process's open-file limit towards ``wanted`` (up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
 
 
-class OllamaServer(ThreadingHTTPServer):
-    """The HTTP server around a :class:`ModelHost`."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, host: ModelHost, address: tuple[str, int]):
-        handler = type("BoundHandler", (Handler,), {"host": host})
-        super().__init__(address, handler)
-        self.model_host = host
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+async def _serve(api: OllamaAPI, config: ServeConfig, ready: threading.Event | None) -> None:
+    # Each connection is one descriptor; llama.cpp and the model files need some too.
+    fds = _raise_fd_limit(config.limits.max_connections + 256)
+    limits = config.limits
+    if fds - 128 < limits.max_connections:
+        log.warning("open-file limit %d: at most %d connections", fds, max(1, fds - 128))
+        limits = dataclasses.replace(limits, max_connections=max(1, fds - 128))
+    runner = web.AppRunner(
+        api.app(),
+        access_log=None,
+        handle_signals=False,
+        handler_cancellation=True,  # a client that hangs up cancels its request's handler
+        keepalive_timeout=limits.idle_timeout_s,
+        lingering_time=limits.drain_timeout_s,
+        auto_decompress=False,  # as Ollama: a compressed body is no JSON (and no zip bomb)
+        shutdown_timeout=5.0,
+    )
+    await runner.setup()
+    guard = ConnectionGuard(runner.server, limits)
+    api.guard = guard
+    loop = asyncio.get_running_loop()
+    try:
+        server = await loop.create_server(
+            guard.protocol, config.host, config.port, reuse_address=True, backlog=1024
+        )
+    except OSError as e:
+        await runner.cleanup()
+        raise RuntimeError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
+    stop = asyncio.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    sweeper = asyncio.ensure_future(guard.sweep_forever())
+    host, port = server.sockets[0].getsockname()[:2]
+    log.info(
+        "serving %s on http://%s:%d (Ollama API %s)",
+        api.host.name,
+        host,
+        port,
+        OLLAMA_API_VERSION,
+    )
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        api.stopping.set()  # running generations stop at their next token
+        server.close()
+        sweeper.cancel()
+        await runner.cleanup()
+        guard.close_all()
+        log.info("server stopped")
 
 
 def serve(config: ServeConfig, ready: threading.Event | None = None) -> None:
-    """Load the model, serve until SIGTERM/SIGINT (or ``shutdown()``), then free everything."""
-    host = ModelHost(config)
+    """Load the model, serve until SIGTERM/SIGINT, then free everything."""
+    host = ModelHost(config.model, EngineConfig(config.threads, config.ctx, config.parallel))
+    executor = ThreadPoolExecutor(config.max_requests + 4, thread_name_prefix="llm-request")
+    api = OllamaAPI(host, config, executor)
     try:
-        try:
-            server = OllamaServer(host, (config.host, config.port))
-        except OSError as e:
-            raise RuntimeError(
-                f"cannot listen on {config.host}:{config.port}: {e.strerror}"
-            ) from None
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: object) -> None:
-            if not stop.is_set():
-                stop.set()
-                threading.Thread(target=server.shutdown, daemon=True).start()
-
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
-        log.info("serving %s on %s (Ollama API %s)", host.name, server.url, OLLAMA_API_VERSION)
-        if ready is not None:
-            ready.set()
-        try:
-            server.serve_forever(poll_interval=0.2)
-        finally:
-            server.server_close()
-            log.info("server stopped")
+        asyncio.run(_serve(api, config, ready))
     finally:
+        api.stopping.set()
+        executor.shutdown(wait=True, cancel_futures=True)
         host.close()

@@ -25,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a model over the Ollama API (what ChatOllama and `ollama` talk to)",
         description="Load one model with llama.cpp and serve /api/version, /api/tags, "
-        "/api/show, /api/ps, /api/chat and /api/generate like Ollama does. Requests run one at "
-        "a time and reuse the cached prompt prefix. Binds 127.0.0.1 unless --host says "
-        "otherwise. Stops on SIGTERM or Ctrl-C.",
+        "/api/show, /api/ps, /api/chat and /api/generate like Ollama does. --parallel requests "
+        "decode side by side and reuse the cached prompt prefix. Binds 127.0.0.1 unless --host "
+        "says otherwise. Slow or idle connections are closed after the timeouts below. Stops on "
+        "SIGTERM or Ctrl-C.",
     )
     s.add_argument(
         "--model",
@@ -50,6 +51,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="lower the server's CPU priority by N (0-19): on a host that also trains, training "
         "keeps the CPU and decisions take longer",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=1000,
+        help="open connections; at the cap a new one closes the oldest idle one",
+    )
+    s.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=10.0,
+        help="seconds a client may take to send a request's headers",
+    )
+    s.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=60.0,
+        help="seconds a keep-alive connection may stay idle",
+    )
+    s.add_argument(
+        "--body-timeout",
+        type=_positive_float,
+        default=30.0,
+        help="seconds a client may take to send a request's body",
     )
     s.set_defaults(func=run_serve)
 
@@ -78,7 +103,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=run_ask)
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    from rudder.llm.connections import ConnectionLimits
     from rudder.llm.models import DEFAULT_MODEL
     from rudder.llm.server import ServeConfig, serve
 
@@ -103,6 +136,12 @@ def run_serve(args: argparse.Namespace) -> int:
             threads=args.threads,
             ctx=args.ctx,
             parallel=args.parallel,
+            body_timeout_s=args.body_timeout,
+            limits=ConnectionLimits(
+                max_connections=args.max_connections,
+                header_timeout_s=args.header_timeout,
+                idle_timeout_s=args.idle_timeout,
+            ),
         )
     )
     return 0

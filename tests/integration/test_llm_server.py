@@ -184,9 +184,9 @@ def test_bad_requests_get_clear_errors(server):
     status, body = post(
         url,
         "/api/generate",
-        {"model": MODEL, "prompt": "x", "stream": False, "options": {"temprature": 1}},
+        {"model": MODEL, "prompt": "x", "stream": False, "options": {"temperature": "hot"}},
     )
-    assert status == 400 and "unknown option" in json.loads(body)["error"]
+    assert status == 400 and "temperature" in json.loads(body)["error"]
     status, body = post(
         url,
         "/api/chat",
@@ -211,6 +211,34 @@ def test_bad_requests_get_clear_errors(server):
     lines = [json.loads(x) for x in body.decode().splitlines()]
     assert status == 200 and len(lines) > 1 and lines[-1]["done"] is True
     assert lines[-1]["eval_count"] > 0 and "total_duration" in lines[-1]
+
+
+def test_what_clients_see_is_what_ollama_shows(server):
+    """Where Ollama 0.5.4 and the old server differed (issue 12), the server now does as Ollama."""
+    url, _ = server
+    gen = {"model": MODEL, "prompt": "The sky is", "stream": False, "options": dict(OPTS)}
+    # An unknown option is ignored with a warning in the server's log, not refused.
+    status, body = post(url, "/api/generate", {**gen, "options": {**OPTS, "temprature": 1}})
+    assert status == 200 and json.loads(body)["done"] is True
+    # The model is echoed as requested: no ":latest" added (nor removed).
+    assert json.loads(body)["model"] == MODEL
+    status, body = post(url, "/api/generate", {**gen, "model": f"{MODEL}:latest"})
+    assert json.loads(body)["model"] == f"{MODEL}:latest"
+    # Every prompt token counts, those served from the prompt cache too.
+    first = json.loads(post(url, "/api/generate", gen)[1])
+    again = json.loads(post(url, "/api/generate", gen)[1])
+    assert again["prompt_eval_count"] == first["prompt_eval_count"] > 0
+    # A small context is accepted (the model is reloaded with it, as Ollama does).
+    small = {
+        **gen,
+        "raw": True,
+        "prompt": "Hi",
+        "options": {**OPTS, "num_ctx": 32, "num_predict": 2},
+    }
+    status, body = post(url, "/api/generate", small)
+    assert status == 200, body
+    status, body = post(url, "/api/generate", gen)  # and the default context is back
+    assert status == 200, body
 
 
 def test_sigterm_stops_the_server_and_frees_the_port(model_installed):

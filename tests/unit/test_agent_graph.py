@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
 
 from rudder.controller.decision_models import LLMConfig, LLMModel, RuleModel, validate
 from rudder.controller.effects import observe
@@ -28,9 +30,22 @@ def records(name="distdgl-locality-heuristic-rank-0.jsonl"):
     return read_metrics_trace(FIXTURES / name)
 
 
-def llm_with(answers):
+class OllamaFake(FakeListChatModel):
+    """Streams its answers as ChatOllama does: the last chunk carries Ollama's ``done: true``."""
+
+    complete: bool = True
+
+    def _stream(self, *args, **kwargs):
+        yield from super()._stream(*args, **kwargs)
+        if self.complete:
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content=""), generation_info={"done": True}
+            )
+
+
+def llm_with(answers, complete=True):
     model = LLMModel(LLMConfig())
-    model.chat = FakeListChatModel(responses=answers)  # the real chat client, swapped for a fake
+    model.chat = OllamaFake(responses=answers, complete=complete)  # the real client, faked
     return model
 
 
@@ -139,7 +154,7 @@ def test_trainers_have_separate_threads():
 def test_the_llm_sees_the_decision_prompt_with_its_history():
     seen = []
 
-    class Recording(FakeListChatModel):
+    class Recording(OllamaFake):
         def stream(self, messages, *args, **kwargs):
             seen.append(messages)
             return super().stream(messages, *args, **kwargs)
@@ -153,6 +168,14 @@ def test_the_llm_sees_the_decision_prompt_with_its_history():
     assert system[0] == "system" and "feature cache" in system[1]
     assert "Minibatch 11 of 180" in user[1] and "(you expected increase)" in user[1]
     assert all(s[0] == seen[0][0] for s in seen)  # the system prefix never changes
+
+
+def test_a_stream_that_never_said_done_is_an_invalid_answer():
+    agent = GraphAgent(lambda: llm_with([json.dumps(GOOD)], complete=False))
+    d = agent.decide(0, records()[20])
+    assert not d.valid and "without done: true" in d.reason
+    agent = GraphAgent(lambda: llm_with([json.dumps(GOOD)]))
+    assert agent.decide(0, records()[20]).valid
 
 
 def test_validate_and_config_errors():
@@ -184,7 +207,7 @@ def test_a_decision_first_answer_is_acted_on_before_its_predictions_stream_in():
     )
     streamed: list[str] = []
 
-    class Streaming(FakeListChatModel):
+    class Streaming(OllamaFake):
         def stream(self, messages, *args, **kwargs):
             for chunk in super().stream(messages, *args, **kwargs):
                 streamed.append(chunk.content)

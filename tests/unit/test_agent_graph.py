@@ -15,7 +15,7 @@ from rudder.controller.effects import observe
 from rudder.controller.graph import GraphAgent, build_agent, trainer_stats
 from rudder.metrics_trace import read_metrics_trace
 from rudder.protocol import Metrics
-from rudder.rules import make_decider
+from rudder.rules import ROUND_PAYOFF, make_decider
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "metrics"
 GOOD = {
@@ -249,7 +249,11 @@ def test_the_round_outcomes_reach_the_default_prompt_exactly():
     m = next(r for r in rows if r.round_rows_window and r.round_ghost_misses).to_dict()
     user = LLMModel(LLMConfig()).messages(m, [])[1]["content"]
     payoff = m["round_admit_hits"] / m["round_ghost_misses"]
-    verdict = "at least 1.5: rounds pay" if payoff >= 1.5 else "below 1.5: rounds churn"
+    verdict = (
+        f"at least {ROUND_PAYOFF:g}: rounds pay"
+        if payoff >= ROUND_PAYOFF
+        else f"below {ROUND_PAYOFF:g}: rounds churn"
+    )
     assert (
         f"Rounds in the last W: {m['round_rows_window']} rows put in, hit "
         f"{m['round_admit_hits']} times since; the rows they took out were missed "

@@ -43,6 +43,11 @@ def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535."""
+    return _number(text, int, lambda v: 1 <= v <= 65535, "a port number (1-65535)")
+
+
 def add_graph_shape_args(p: argparse.ArgumentParser) -> None:
     """The generated graph's shape: --nodes, --avg-degree, --communities, --mixing."""
     p.add_argument("--nodes", type=positive_int, default=200_000)

@@ -16,6 +16,7 @@ from rudder.cli import (
     agent_cmd,
     bench_cmd,
     classifier_cmd,
+    cluster_cmd,
     graph_cmd,
     llm_cmd,
     models_cmd,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     graph_cmd.register(sub)
     train_cmd.register(sub)
+    cluster_cmd.register(sub)
     llm_cmd.register(sub)
     models_cmd.register(sub)
     trace_cmd.register(sub)

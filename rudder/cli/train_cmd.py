@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rudder.cli.common import UserError, add_fill_free_arg, fraction, int_list, positive_int
+from rudder.cli.common import (
+    UserError,
+    add_fill_free_arg,
+    fraction,
+    int_list,
+    port_number,
+    positive_int,
+)
 from rudder.cli.prompt_cmd import add_llm_args
 
 
@@ -107,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="real hosts, one 'IP [PORT]' per line (implies --cluster ssh)",
     )
-    p.add_argument("--port", type=int, default=30050)
+    p.add_argument("--port", type=port_number, default=30050)
     p.add_argument(
         "--timeout", type=float, default=1800.0, help="wall-clock limit of the whole run, seconds"
     )

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "netns", "loopback", "ssh")
-ROLES = ("server", "trainer")
+ROLES = ("server", "trainer", "agent")  # agent: a sidecar on a remote host
 DEFAULT_SUBNET = "198.18.0.0/24"  # RFC 2544 benchmarking range: never routed on the internet
 
 __all__ = [

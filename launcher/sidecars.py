@@ -8,11 +8,19 @@ that dies (capped backoff, counted, logged) and stops them all on exit: SIGTERM,
 period, SIGKILL, socket files removed. Trainers reconnect to a restarted sidecar by themselves.
 Every death is an outage in :meth:`AgentSidecars.faults` (for ``summary.json``): when, how it
 ended (exit code or signal), and how long until the restarted sidecar answered a ping.
+
+On real hosts (``hosts``, an :class:`~rudder.launcher.ssh.SshCluster`) each sidecar runs on its
+machine's host over ssh, bound to that host's loopback: the local process is the ssh client,
+which exits with the remote sidecar's status, so watching and restarting work unchanged; pings
+and statistics run ``rudder agent stats`` on the host; stopping signals the remote process by
+name. Logs and decision logs land in the run directory, which hosts share (docs/cluster.md).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rudder.launcher.cluster import ProcessSpec
+from rudder.launcher.ssh import PROCESS_ENV, SshCluster
 from rudder.protocol import Ping, Pong, check_endpoint, ipc_endpoint, ipc_path, private_dir
 
 log = logging.getLogger(__name__)
@@ -34,6 +44,10 @@ SIDECAR_OPTIONS = {
     "run_id": "--run-id",
     "decide_timeout_s": "--decide-timeout",
     "expiry_s": "--expiry",
+    # the host's own embedded LLM server if nothing answers at llm_url there (its log file)
+    "start_llm_log": "--start-llm",
+    "llm_threads": "--llm-threads",
+    "llm_nice": "--llm-nice",
 }
 
 
@@ -81,6 +95,10 @@ class _Sidecar:
     outages: list[Outage] = field(default_factory=list)
 
     @property
+    def name(self) -> str:
+        return f"m{self.index}-agent"
+
+    @property
     def down(self) -> bool:
         return bool(self.outages) and self.outages[-1].duration_s is None
 
@@ -108,10 +126,13 @@ class AgentSidecars:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 10.0,
         check_interval_s: float = 0.2,
+        hosts: SshCluster | None = None,
     ):
         if not endpoints:
             raise ValueError("agent sidecars: no endpoints")
-        if len(set(endpoints)) != len(endpoints):
+        if hosts is not None and len(endpoints) != hosts.num_machines:
+            raise ValueError(f"agent sidecars: {len(endpoints)} endpoints for {hosts}")
+        if hosts is None and len(set(endpoints)) != len(endpoints):
             raise ValueError(f"agent sidecars: endpoints must differ, got {endpoints}")
         for ep in endpoints:
             check_endpoint(ep)
@@ -134,6 +155,7 @@ class AgentSidecars:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.check_interval_s = check_interval_s
+        self.hosts = hosts
         self._sidecars = [
             _Sidecar(i, ep, self.log_dir / f"agent-{i}.log") for i, ep in enumerate(endpoints)
         ]
@@ -201,18 +223,19 @@ class AgentSidecars:
             self._monitor.join()
             self._monitor = None
         with self._lock:
-            procs = [s.proc for s in self._sidecars if s.proc is not None]
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
+            live = [s for s in self._sidecars if s.proc is not None]
+            for s in live:
+                if s.proc.poll() is None:
+                    self._signal(s, signal.SIGTERM)
             deadline = time.monotonic() + self.grace_s
-            for p in procs:
+            for s in live:
                 try:
-                    p.wait(max(0.0, deadline - time.monotonic()))
+                    s.proc.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    log.warning("agent sidecar pid %d ignored SIGTERM; killing it", p.pid)
-                    p.kill()
-                    p.wait()
+                    log.warning("agent sidecar %d ignored SIGTERM; killing it", s.index)
+                    self._signal(s, signal.SIGKILL)
+                    s.proc.kill()
+                    s.proc.wait()
             end = time.monotonic()
             for s in self._sidecars:
                 if s.down:  # down until the end of the run
@@ -232,10 +255,21 @@ class AgentSidecars:
             argv += [SIDECAR_OPTIONS[key], str(value).format(index=s.index)]
         return argv
 
+    def _signal(self, s: _Sidecar, sig: int) -> None:
+        """The sidecar itself: on its host by name (the local ssh client then exits with it)."""
+        if self.hosts is None:
+            s.proc.send_signal(sig)
+        else:
+            self.hosts.signal_process(s.index, s.name, sig)
+
     def _spawn(self, s: _Sidecar) -> None:
+        argv = self._command(s)
+        if self.hosts is not None:
+            spec = ProcessSpec(s.name, s.index, argv, {PROCESS_ENV: s.name}, role="agent")
+            argv, _ = self.hosts.command(spec)
         with open(s.log_path, "ab") as out:  # appended: a restart keeps the earlier log
             s.proc = subprocess.Popen(
-                self._command(s),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -249,25 +283,58 @@ class AgentSidecars:
             s.endpoint,
         )
 
-    def _wait_ready(self, s: _Sidecar) -> None:
+    def stats(self, index: int, timeout_s: float = 5.0) -> dict | None:
+        """Sidecar ``index``'s statistics (``server``, ``trainers``); None if it does not answer.
+
+        On a remote host, ``rudder agent stats`` runs there: the sidecar listens on loopback.
+        """
+        from rudder.protocol import StatsReply, StatsRequest
         from rudder.trainer_hooks.agent_client import ask
 
+        ep = self._sidecars[index].endpoint
+        if self.hosts is None:
+            try:
+                reply = ask(ep, StatsRequest(seq=1), timeout_s=timeout_s)
+            except (TimeoutError, ValueError):
+                return None
+            if not isinstance(reply, StatsReply):
+                return None
+            return {
+                "server": reply.server,
+                "trainers": {str(k): v for k, v in reply.trainers.items()},
+            }
+        argv = [sys.executable, "-m", "rudder", "-q", "agent", "stats", "--connect", ep]
+        argv += ["--json", "--timeout", f"{timeout_s:g}"]
+        try:
+            p = self.hosts.run_on(index, shlex.join(argv), timeout_s=timeout_s + 30.0)
+            return json.loads(p.stdout) if p.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError):
+            return None
+
+    def _answers(self, s: _Sidecar, timeout_s: float) -> bool:
+        if self.hosts is not None:
+            return self.stats(s.index, timeout_s) is not None
+        from rudder.trainer_hooks.agent_client import ask
+
+        try:
+            return isinstance(ask(s.endpoint, Ping(seq=1), timeout_s=timeout_s), Pong)
+        except (TimeoutError, ValueError):
+            return False
+
+    def _wait_ready(self, s: _Sidecar) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
-        seq = 0
+        where = f" on {self.hosts.ssh_hosts[s.index]}" if self.hosts is not None else ""
         while time.monotonic() < deadline:
             if s.proc.poll() is not None:
                 raise SidecarError(
-                    f"agent sidecar {s.index} exited with code {s.proc.returncode} "
+                    f"agent sidecar {s.index}{where} exited with code {s.proc.returncode} "
                     f"before answering:\n{_tail(s.log_path)}"
                 )
-            seq += 1
-            try:
-                if isinstance(ask(s.endpoint, Ping(seq=seq), timeout_s=0.5), Pong):
-                    return
-            except (TimeoutError, ValueError):
-                time.sleep(0.05)
+            if self._answers(s, 0.5):
+                return
+            time.sleep(0.05 if self.hosts is None else 0.5)
         raise SidecarError(
-            f"agent sidecar {s.index} did not answer a ping on {s.endpoint} within "
+            f"agent sidecar {s.index}{where} did not answer a ping on {s.endpoint} within "
             f"{self.ready_timeout_s:g} s:\n{_tail(s.log_path)}"
         )
 
@@ -288,12 +355,7 @@ class AgentSidecars:
                 self._end_outage_if_answering(s)
 
     def _end_outage_if_answering(self, s: _Sidecar) -> None:
-        from rudder.trainer_hooks.agent_client import ask
-
-        try:
-            answered = isinstance(ask(s.endpoint, Ping(seq=1), timeout_s=0.2), Pong)
-        except (TimeoutError, ValueError):
-            return
+        answered = self._answers(s, 0.2)
         with self._lock:
             if answered and s.down:
                 o = s.outages[-1]
@@ -352,3 +414,52 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+# Run on each host before its sidecar starts: what that host's agent needs to decide. An LLM
+# that already answers there (a node's own Ollama) needs no model file; otherwise the model must
+# be installed on the host (shared home, or `rudder models fetch` there): never copied silently.
+_HOST_CHECK = """
+import sys
+from pathlib import Path
+kind, arg, url, model = sys.argv[1:5]
+if kind == "classifier":
+    if not Path(arg).is_file():
+        sys.exit(f"no classifier model file {arg}")
+elif kind == "llm":
+    from rudder.llm.embedded import answers
+    if not answers(url):
+        from rudder.llm.models import DEFAULT_MODEL, ModelError, resolve
+        try:
+            resolve(model or DEFAULT_MODEL)
+        except ModelError as e:
+            sys.exit(f"no LLM answers at {url} and {e}")
+"""
+
+
+def check_hosts_for_agent(
+    hosts: SshCluster, decider: str, llm_url: str, llm_model: str | None
+) -> None:
+    """SidecarError naming every host that lacks the agent's model file (or cannot run Python).
+
+    Checked before anything of the run starts on any host.
+    """
+    from rudder.decisions import DeciderSpec
+
+    spec = DeciderSpec.parse(decider)
+    argv = [sys.executable, "-c", _HOST_CHECK, spec.kind, spec.arg, llm_url, llm_model or ""]
+    problems = []
+    for m, host in enumerate(hosts.ssh_hosts):
+        try:
+            p = hosts.run_on(m, shlex.join(argv), timeout_s=hosts.control_timeout_s + 30.0)
+        except subprocess.TimeoutExpired:
+            problems.append(f"{host}: no answer")
+            continue
+        if p.returncode != 0:
+            lines = (p.stderr or p.stdout).strip().splitlines()
+            problems.append(f"{host}: {lines[-1] if lines else f'exit code {p.returncode}'}")
+    if problems:
+        raise SidecarError(
+            f"the {decider} agent cannot run on every host (docs/cluster.md):\n  "
+            + "\n  ".join(problems)
+        )

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SSH_CMD = ("ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new")
 MARKER_ENV = "RUDDER_RUN_MARKER"
+PROCESS_ENV = "RUDDER_PROCESS"  # the launcher names each process in its environment
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -69,6 +70,9 @@ class SshCluster:
         # Safe in a shell word and an environment value whatever the run id holds.
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:40]
         self.marker = f"{safe}-{hashlib.sha1(run_id.encode()).hexdigest()[:8]}"
+        # The run's helpers (agent sidecars, role "agent") carry their own marker: stopping the
+        # trainers and servers (signal_all) spares them; close() ends both.
+        self.helper_marker = f"{self.marker}-helper"
         self.control_timeout_s = control_timeout_s
         self._closed = False
 
@@ -87,7 +91,8 @@ class SshCluster:
         if bad:
             raise ValueError(f"process {spec.name}: invalid environment variable names {bad}")
         cwd = spec.cwd or os.getcwd()
-        assigns = [f"{MARKER_ENV}={self.marker}"] + [f"{k}={v}" for k, v in spec.env.items()]
+        marker = self.helper_marker if spec.role == "agent" else self.marker
+        assigns = [f"{MARKER_ENV}={marker}"] + [f"{k}={v}" for k, v in spec.env.items()]
         words = ["env", *assigns, *spec.argv]
         # `exec`: the worker replaces the remote shell, so ssh's exit status is the worker's.
         return f"cd {shlex.quote(cwd)} && exec {shlex.join(words)}"
@@ -103,21 +108,55 @@ class SshCluster:
     def local_cwd(self, spec: ProcessSpec) -> str | None:
         return None  # the remote command changes directory itself
 
-    def kill_command(self, sig: int) -> str:
-        """A POSIX sh line that sends ``sig`` to every process carrying this run's marker.
+    def kill_command(
+        self, sig: int, process: str | None = None, markers: Sequence[str] | None = None
+    ) -> str:
+        """A POSIX sh line that sends ``sig`` to every process carrying one of ``markers``.
 
-        Needs GNU grep (``-z``) and /proc, i.e. Linux hosts.
+        ``markers`` defaults to the run's (not its helpers'). With ``process``, only those
+        whose ``RUDDER_PROCESS`` is that name too (one sidecar). Needs GNU grep (``-z``) and
+        /proc, i.e. Linux hosts.
         """
         name = signal.Signals(sig).name.removeprefix("SIG")
-        needle = shlex.quote(f"{MARKER_ENV}={self.marker}")
+        needle = " ".join(
+            f"-e {shlex.quote(f'{MARKER_ENV}={m}')}" for m in (markers or [self.marker])
+        )
+        also = ""
+        if process is not None:
+            also = f' grep -qzxF -e {shlex.quote(f"{PROCESS_ENV}={process}")} "$f" &&'
         return (
-            f"for f in $(grep -lzxF -e {needle} /proc/[0-9]*/environ 2>/dev/null); do"
-            f' p=${{f#/proc/}}; kill -{name} "${{p%/environ}}" 2>/dev/null; done; true'
+            f"for f in $(grep -lzxF {needle} /proc/[0-9]*/environ 2>/dev/null); do"
+            f' p=${{f#/proc/}};{also} kill -{name} "${{p%/environ}}" 2>/dev/null; done; true'
         )
 
-    def signal_all(self, sig: int) -> None:
-        """Send ``sig`` to the run's processes on every host (one ssh per host, in parallel)."""
-        script = self.kill_command(sig)
+    def run_on(
+        self, machine: int, remote: str, timeout_s: float | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run the shell line ``remote`` on ``machine``'s host and wait (TimeoutExpired if slow)."""
+        _check_machine(self, machine)
+        return subprocess.run(
+            [*self.ssh_cmd, self.ssh_hosts[machine], remote],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s or self.control_timeout_s,
+        )
+
+    def signal_process(self, machine: int, process: str, sig: int) -> None:
+        """Send ``sig`` to the run's process named ``process`` on ``machine`` (and its children)."""
+        script = self.kill_command(sig, process, [self.helper_marker])
+        self._signal_hosts([self.ssh_hosts[machine]], script)
+
+    def signal_all(self, sig: int, helpers: bool = False) -> None:
+        """Send ``sig`` to the run's processes on every host (one ssh per host, in parallel).
+
+        The helpers (sidecars) too only with ``helpers``: they outlive the trainers.
+        """
+        markers = [self.marker, self.helper_marker] if helpers else [self.marker]
+        script = self.kill_command(sig, markers=markers)
+        self._signal_hosts(list(dict.fromkeys(self.ssh_hosts)), script)
+
+    def _signal_hosts(self, hosts: list[str], script: str) -> None:
         procs = [
             (
                 host,
@@ -129,7 +168,7 @@ class SshCluster:
                     start_new_session=True,
                 ),
             )
-            for host in dict.fromkeys(self.ssh_hosts)  # each host once, in order
+            for host in hosts
         ]
         deadline = time.monotonic() + self.control_timeout_s
         for host, p in procs:
@@ -168,7 +207,7 @@ class SshCluster:
         if self._closed:
             return
         self._closed = True
-        self.signal_all(signal.SIGKILL)
+        self.signal_all(signal.SIGKILL, helpers=True)
 
     def __enter__(self) -> SshCluster:
         return self

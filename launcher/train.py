@@ -33,7 +33,8 @@ from rudder.launcher.cluster import (
     write_ip_config,
 )
 from rudder.launcher.netns import EmulatedCluster, unprivileged_user
-from rudder.launcher.sidecars import AgentSidecars, sidecar_endpoints
+from rudder.launcher.sidecars import AgentSidecars, check_hosts_for_agent, sidecar_endpoints
+from rudder.launcher.ssh import DEFAULT_SSH_CMD, SshCluster
 from rudder.launcher.summary import fault_record, summarize, write_summary
 from rudder.launcher.supervisor import RunReport, Supervisor
 from rudder.llm.defaults import DEFAULT_LLM_URL
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 WORKER = [sys.executable, "-m", "rudder.trainer_hooks.distdgl.worker"]
 SCRIPT_RUNNER = [sys.executable, "-m", "rudder.trainer_hooks.distdgl.script"]
 MASTER_PORT_OFFSET = 1000  # torch.distributed's rendezvous for scripts: PORT + this
+SIDECAR_PORT_OFFSET = 2000  # ssh: each host's sidecar on tcp://127.0.0.1:PORT + this
 _RUN_OUTPUTS = (
     "trainers",
     "trace",
@@ -79,6 +81,7 @@ class TrainConfig:
     llm_nice: int = 10  # its CPU priority below training's: training never waits for it
     script: Path | None = None  # a user's training script instead of the built-in trainer
     script_args: tuple[str, ...] = ()  # its arguments; {ip_config} etc. are filled in
+    ssh_config: Path | None = None  # ssh: the client's config file (ssh -F), e.g. keys, users
 
     def __post_init__(self) -> None:
         if self.script is not None and not Path(self.script).is_file():
@@ -213,28 +216,23 @@ def script_args(cfg: TrainConfig, wc: WorkerConfig) -> list[str]:
     return out
 
 
-def collect_agent_stats(endpoints: list[str], settle_s: float = 20.0) -> dict | None:
+def collect_agent_stats(sidecars: AgentSidecars | None, settle_s: float = 20.0) -> dict | None:
     """Each sidecar's live statistics per trainer (None without sidecars, {} if none answer).
 
     A decision the trainer got early may still be finishing its answer (the predictions the
     agent's statistics count): wait up to ``settle_s`` for the sidecars to go idle.
     """
-    if not endpoints:
+    if sidecars is None:
         return None
-    from rudder.protocol import StatsReply, StatsRequest
-    from rudder.trainer_hooks.agent_client import ask
-
     deadline = time.monotonic() + settle_s
     while True:
         out: dict = {}
-        for ep in endpoints:
-            try:
-                reply = ask(ep, StatsRequest(seq=1), timeout_s=5.0)
-            except (TimeoutError, ValueError) as e:
-                log.warning("agent at %s gave no statistics: %s", ep, e)
+        for i, ep in enumerate(sidecars.endpoints):
+            reply = sidecars.stats(i)
+            if reply is None:
+                log.warning("agent sidecar %d at %s gave no statistics", i, ep)
                 continue
-            if isinstance(reply, StatsReply):
-                out.update({str(t): s for t, s in reply.trainers.items()})
+            out.update(reply["trainers"])
         busy = any(s.get("busy") for s in out.values())
         if not busy or time.monotonic() > deadline:
             return out
@@ -266,16 +264,24 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda, but torch sees no CUDA device on this host")
-    if cfg.options.uses_sidecar and cfg.cluster == "ssh":
-        raise ValueError("agent sidecars run on this host; with --cluster ssh use --agent inproc")
+    if cfg.ssh_config is not None and not Path(cfg.ssh_config).is_file():
+        raise ValueError(f"--ssh-config {cfg.ssh_config}: no such file")
     out = _prepare_out(cfg.out)
-    agent_endpoints = sidecar_endpoints(out, cfg.machines) if cfg.options.uses_sidecar else []
+    agent_endpoints = []
+    if cfg.options.uses_sidecar and cfg.cluster == "ssh":
+        # One per host, on the host's loopback: each host's trainers reach their own sidecar.
+        agent_endpoints = [f"tcp://127.0.0.1:{cfg.port + SIDECAR_PORT_OFFSET}"] * cfg.machines
+    elif cfg.options.uses_sidecar:
+        agent_endpoints = sidecar_endpoints(out, cfg.machines)
     run_id = secrets.token_hex(3)
     for leftover in cleanup_stale():  # of earlier runs that crashed; live runs are left alone
         log.warning("removed a leftover of a crashed earlier run: %s", leftover)
     emit = on_event or (lambda line: log.info("%s", line))
 
-    with make_cluster(cfg.cluster, cfg.machines, run_id, cfg.bandwidth, cfg.ip_config) as cluster:
+    ssh_cmd = [*DEFAULT_SSH_CMD, "-F", str(cfg.ssh_config)] if cfg.ssh_config else None
+    with make_cluster(
+        cfg.cluster, cfg.machines, run_id, cfg.bandwidth, cfg.ip_config, ssh_cmd=ssh_cmd
+    ) as cluster:
         loopback = isinstance(cluster, LocalCluster) and cfg.machines > 1
         with output_errors("the run's configuration"):
             ip_config = write_ip_config(cluster, out / "ip_config.txt", cfg.port)
@@ -315,12 +321,30 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             f"{cfg.options.epochs} epochs"
         )
         llm = DeciderSpec.parse(cfg.options.decider).is_llm
+        hosts = cluster if isinstance(cluster, SshCluster) else None
+        llm_url = cfg.agent_options.get("llm_url", DEFAULT_LLM_URL)
+        sidecar_options = {
+            "checkpoint": str(out / "agent" / "checkpoint-m{index}.sqlite"),
+            **cfg.agent_options,
+            "run_id": run_id,
+        }
+        if hosts is not None and agent_endpoints:
+            check_hosts_for_agent(
+                hosts, cfg.options.decider, llm_url, cfg.agent_options.get("llm_model")
+            )
+            (out / "agent").mkdir(mode=0o700, exist_ok=True)
+            if llm:  # each host's sidecar uses the LLM at llm_url there, or starts its own
+                sidecar_options.update(
+                    start_llm_log=str(out / "logs" / "llm-server-m{index}.log"),
+                    llm_threads=cfg.llm_threads,
+                    llm_nice=cfg.llm_nice,
+                )
         server = sidecars = None
         with contextlib.ExitStack() as stack:
             if agent_endpoints:
                 # The LLM first (the sidecars call it), then the sidecars (the trainers say
                 # hello at start-up); all stopped after the trainers.
-                if llm:
+                if llm and hosts is None:
                     server = stack.enter_context(
                         llm_available(
                             cfg.agent_options.get("llm_url", DEFAULT_LLM_URL),
@@ -334,15 +358,12 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
                     AgentSidecars(
                         agent_endpoints,
                         cfg.options.decider,
-                        {
-                            "checkpoint": str(out / "agent" / "checkpoint-m{index}.sqlite"),
-                            **cfg.agent_options,
-                            "run_id": run_id,
-                        },
+                        sidecar_options,
                         out / "logs",
                         mode=cfg.options.agent_mode,
                         # an LLM sidecar warms the prompt cache before it answers pings
                         ready_timeout_s=180.0 if llm else 30.0,
+                        hosts=hosts,
                     )
                 )
             # The supervisor logs its own events (starts, exits, stops).
@@ -353,7 +374,7 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
                 sup.start(spec)
             report = sup.wait()
             llm_cpu = _llm_cpu(server, cpu0, time.monotonic() - wall0, cfg)
-            agent_stats = collect_agent_stats(agent_endpoints)
+            agent_stats = collect_agent_stats(sidecars)
     if loopback:
         n = _remove_loopback_shm(run_id)
         if n:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from rudder.cli.common import UserError, format_table, positive_int
+from rudder.decisions import DeciderSpec
 
 
 def _positive_float(text: str) -> float:
@@ -73,6 +74,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default 256)",
     )
     s.add_argument(
+        "--start-llm",
+        type=Path,
+        metavar="LOG",
+        help="llm: if nothing answers at --llm-url on this host, start the embedded server "
+        "there (log to LOG) and stop it on exit; how `rudder train --cluster ssh` gives each "
+        "host its model",
+    )
+    s.add_argument("--llm-threads", type=positive_int, default=1, help="with --start-llm")
+    s.add_argument("--llm-nice", type=int, default=10, help="with --start-llm: 0..19")
+    s.add_argument(
         "--allow-remote",
         action="store_true",
         help="allow binding tcp on a non-loopback address (the protocol has no authentication)",
@@ -87,10 +98,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from rudder.controller.server import AgentServer, ServerConfig, make_agent, parse_decider
-    from rudder.protocol import ipc_endpoint
+    from rudder.controller.server import parse_decider
 
     spec = parse_decider(args.decider)
+    if args.start_llm is None or not spec.is_llm:
+        return _serve(args, spec)
+    from rudder.llm.defaults import DEFAULT_LLM_URL
+    from rudder.llm.embedded import llm_available
+
+    # The server first: the agent warms its prompt cache before it answers anyone.
+    with llm_available(
+        args.llm_url or DEFAULT_LLM_URL,
+        args.llm_model,
+        threads=args.llm_threads,
+        nice=args.llm_nice,
+        log_file=args.start_llm,
+    ):
+        return _serve(args, spec)
+
+
+def _serve(args: argparse.Namespace, spec: DeciderSpec) -> int:
+    from rudder.controller.server import AgentServer, ServerConfig, make_agent
+    from rudder.protocol import ipc_endpoint
+
     options = {
         "llm_url": args.llm_url,
         "llm_model": args.llm_model,

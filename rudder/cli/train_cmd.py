@@ -114,6 +114,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="real hosts, one 'IP [PORT]' per line (implies --cluster ssh)",
     )
+    p.add_argument(
+        "--ssh-config",
+        type=Path,
+        help="ssh: the ssh client's config file (ssh -F: users, keys, ports per host)",
+    )
     p.add_argument("--port", type=port_number, default=30050)
     p.add_argument(
         "--timeout", type=float, default=1800.0, help="wall-clock limit of the whole run, seconds"
@@ -215,6 +220,7 @@ def run_train(args: argparse.Namespace) -> int:
         agent_options=agent_options,
         script=args.script,
         script_args=tuple(a for a in args.script_args if a != "--"),
+        ssh_config=args.ssh_config,
         **{
             k: v
             for k, v in {"llm_threads": args.llm_threads, "llm_nice": args.llm_nice}.items()

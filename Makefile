@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rudder-installed
 RUN_DIR ?= runs/quickstart
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench venv clean sysdeps
 
 venv: $(STAMP)
 
@@ -37,7 +37,17 @@ run: $(STAMP)
 	$(BIN)/rudder compare $(RUN_DIR)/none $(RUN_DIR)/heuristic $(RUN_DIR)/llm
 	$(BIN)/rudder replay --trace $(RUN_DIR)/heuristic/trace --policy all --buffer 0.25 --json $(RUN_DIR)/replay.json
 
-test: $(STAMP)
+# What the integration tests use from the system: a real OpenSSH server (tests/integration/
+# test_ssh_real.py). Installed when missing, as root, with apt; elsewhere those tests skip.
+sysdeps:
+	@if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends openssh-server openssh-client >/dev/null; \
+	  else echo "note: no OpenSSH server here: the real-ssh tests will skip"; fi; \
+	fi
+
+test: $(STAMP) sysdeps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

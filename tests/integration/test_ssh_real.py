@@ -188,6 +188,7 @@ def test_llm_sidecars_start_a_model_server_on_each_host(hosts, parts, tmp_path):
     argv += ["--batch-size", "200", "--agent-mode", "sync", "--llm-url", "http://127.0.0.1:11522"]
     p = hosts.launch(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout, stderr = p.communicate(timeout=170)
+    (tmp_path / "launcher.log").write_text(stdout + stderr)  # what a user saw, for a failure
     assert p.returncode == 0, stdout + stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"]

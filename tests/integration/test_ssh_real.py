@@ -27,7 +27,13 @@ from rudder.launcher.cluster import ProcessSpec
 from rudder.launcher.netns import EmulatedCluster
 from rudder.launcher.nettools import pids_in_netns
 from rudder.launcher.ssh import MARKER_ENV
-from tests.integration.training_support import make_parts, netns_names, rudder, run_processes
+from tests.integration.training_support import (
+    make_parts,
+    netns_names,
+    rudder,
+    run_processes,
+    wait_for_text,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -217,12 +223,7 @@ def test_a_host_killed_mid_run_is_reported_and_the_run_stops(hosts, parts, tmp_p
     argv += ["--batch-size", "100"]
     p = hosts.launch(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        log = out / "logs" / "m1-trainer0.log"
-        deadline = time.monotonic() + 120
-        while not (log.exists() and "epoch 2/" in log.read_text()):
-            assert p.poll() is None, p.communicate()
-            assert time.monotonic() < deadline, "training never started"
-            time.sleep(0.5)
+        wait_for_text(p, out / "logs" / "m1-trainer0.log", "epoch 2/", 120)
         for pid in hosts.run_processes_on(1):  # the host's every process of the run, at once
             os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()

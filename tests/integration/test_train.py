@@ -11,7 +11,13 @@ import time
 
 import psutil
 import pytest
-from training_support import make_parts, no_leftovers, rudder, run_processes  # noqa: F401
+from training_support import (  # noqa: F401
+    make_parts,
+    no_leftovers,
+    rudder,
+    run_processes,
+    wait_for_text,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -118,12 +124,7 @@ def test_a_killed_trainer_stops_the_whole_run(parts, tmp_path):
         text=True,
     )
     try:
-        log = out / "logs" / "m1-trainer0.log"
-        deadline = time.monotonic() + 180
-        while not (log.exists() and "epoch 2/" in log.read_text()):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "training never started"
-            time.sleep(0.5)
+        wait_for_text(proc, out / "logs" / "m1-trainer0.log", "epoch 2/", 180)
         victims = [
             p for p in run_processes(out) if p.environ().get("RUDDER_PROCESS") == "m1-trainer0"
         ]

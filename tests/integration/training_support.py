@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -34,6 +35,15 @@ def run_processes(run_dir: Path) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def wait_for_text(proc: subprocess.Popen, log: Path, text: str, timeout_s: float) -> None:
+    """Wait until ``log`` holds ``text`` (training got that far); fail if ``proc`` ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and text in log.read_text()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{log.name} never said {text!r}"
+        time.sleep(0.5)
 
 
 def netns_names() -> set[str]:

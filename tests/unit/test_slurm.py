@@ -94,7 +94,7 @@ def test_two_hosts_on_one_address_are_named(scontrol):
 
 
 def test_an_unknown_host_name_is_named(scontrol):
-    with pytest.raises(SlurmError, match="ghost.invalid: cannot resolve"):
+    with pytest.raises(SlurmError, match=r"ghost\.invalid: cannot resolve"):
         slurm_nodes(env={"SLURM_JOB_NODELIST": "ghost"})  # .invalid: never resolves (RFC 6761)
 
 

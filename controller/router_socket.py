@@ -16,7 +16,7 @@ from pathlib import Path
 
 import zmq
 
-from rudder.protocol import MAX_MESSAGE_BYTES, ipc_path
+from rudder.protocol import MAX_MESSAGE_BYTES, ipc_path, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def bind_router(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
 
 def claim_ipc_path(path: Path) -> None:
     """Make ``path`` bindable: refuse if a live agent listens there, remove a stale file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():  # one we make is private; an existing one passed check_ipc_path
+        private_dir(path.parent)
     if not path.exists() and not path.is_symlink():
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from rudder.launcher.cluster import Cluster, ProcessSpec
+from rudder.signals import in_main_thread, signal_name, sigterm_as_keyboard_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Supervisor:
         if self._t0 is None:
             self._t0 = time.monotonic()
         try:
-            with _sigterm_as_keyboard_interrupt():
+            with sigterm_as_keyboard_interrupt():
                 ok, reason = self._watch()
         except KeyboardInterrupt:
             self._finish(False, "interrupted")
@@ -206,7 +206,7 @@ class Supervisor:
             self._sample()
             for p in self._reap():
                 rc = p.returncode
-                how = f"exited {rc}" if rc >= 0 else f"killed by {_signal_name(-rc)}"
+                how = f"exited {rc}" if rc >= 0 else f"killed by {signal_name(-rc)}"
                 self._event(f"{p.spec.name} {how}")
             failures = [p for p in self._procs if _failed(p)]
             if failures:
@@ -378,7 +378,7 @@ class Supervisor:
             role=p.spec.role,
             pid=p.popen.pid,
             returncode=rc if rc is not None and rc >= 0 else None,
-            signal=_signal_name(-rc) if rc is not None and rc < 0 else None,
+            signal=signal_name(-rc) if rc is not None and rc < 0 else None,
             stopped_by_supervisor=p.stopped_by_supervisor,
             peak_rss_bytes=p.peak_rss_bytes,
             log_path=str(p.log_path),
@@ -405,15 +405,8 @@ def _describe(returncode: int | None) -> str:
     if returncode is None:
         return "still running"
     if returncode < 0:
-        return f"killed by {_signal_name(-returncode)}"
+        return f"killed by {signal_name(-returncode)}"
     return "exited 0" if returncode == 0 else f"exit code {returncode}"
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -473,37 +466,16 @@ def _tail(path: Path) -> str:
     return "".join(lines[-_LOG_TAIL_LINES:])
 
 
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def _sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    """While waiting, SIGTERM to the launcher is handled like Ctrl-C (stop, then re-raise)."""
-    if not _in_main_thread():  # signal handlers can only be set from the main thread
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"received {_signal_name(signum)}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Let a second Ctrl-C or SIGTERM not abort the cleanup half-way; re-deliver it after."""
-    if not _in_main_thread():
+    if not in_main_thread():
         yield
         return
     pending: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
-        name = _signal_name(signum)
+        name = signal_name(signum)
         log.warning("%s received while stopping the run; finishing the cleanup first", name)
         pending.append(signum)
 

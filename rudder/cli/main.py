@@ -26,6 +26,7 @@ from rudder.cli import (
     train_cmd,
 )
 from rudder.cli.common import UserError
+from rudder.signals import sigterm_as_keyboard_interrupt
 
 log = logging.getLogger("rudder")
 
@@ -69,9 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("rudder: interrupted", file=sys.stderr)
+        # SIGTERM (scancel, kill, docker stop) cleans up as Ctrl-C does: an embedded LLM
+        # server, sidecars and cluster processes started by a command are stopped.
+        with sigterm_as_keyboard_interrupt():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as e:
+        print(f"rudder: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
         return 130
     except (UserError, ValueError, FileNotFoundError) as e:
         # Library code raises ValueError (and TraceError, a ValueError) with a message meant

@@ -182,3 +182,18 @@ def test_a_symlink_at_the_socket_path_is_refused(tmp_path):
             check_endpoint(f"ipc://{d}/agent.sock")
     finally:
         s.close()
+
+
+def test_the_directory_a_bind_creates_is_private_and_the_socket_owner_only(tmp_path):
+    import zmq
+
+    from rudder.controller.router_socket import bind_router
+
+    path = tmp_path / "made-by-bind" / "agent.sock"
+    ctx = zmq.Context()
+    sock = bind_router(ctx, f"ipc://{path}")
+    try:
+        assert _mode(path.parent) == 0o700 and _mode(path) == 0o600
+    finally:
+        sock.close(linger=0)
+        ctx.term()

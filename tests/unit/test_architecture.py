@@ -17,7 +17,13 @@ RULES = {
     "trainer_hooks": ("rudder.trainer_hooks", ("rudder.controller", "controller")),
 }
 HEAVY = ("torch", "dgl", "numba")
-LIGHT_MODULES = ("rudder.decisions", "rudder.rules", "rudder.metrics_trace", "rudder.llm.defaults")
+LIGHT_MODULES = (
+    "rudder.decisions",
+    "rudder.rules",
+    "rudder.metrics_trace",
+    "rudder.llm.defaults",
+    "rudder.signals",
+)
 
 
 def _package_of(path: Path, folder: str, package: str) -> str:

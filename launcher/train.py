@@ -233,6 +233,13 @@ def collect_agent_stats(sidecars: AgentSidecars | None, settle_s: float = 20.0) 
                 log.warning("agent sidecar %d at %s gave no statistics", i, ep)
                 continue
             out.update(reply["trainers"])
+            if reply["server"].get("not_listed"):  # one reply lists the 64 busiest (stats.py)
+                log.warning(
+                    "agent sidecar %d listed %s trainers; %s more are not in the summary",
+                    i,
+                    reply["server"].get("listed"),
+                    reply["server"]["not_listed"],
+                )
         busy = any(s.get("busy") for s in out.values())
         if not busy or time.monotonic() > deadline:
             return out
@@ -422,7 +429,11 @@ def _server_user(cluster: Cluster, reads: list[Path]) -> tuple[int, int] | None:
             code.append(Path(spec.origin))
     user, why = unprivileged_user([*code, *reads])
     if user is None:
-        log.warning("DistDGL servers run as root: %s (chmod o+rX to let them drop root)", why)
+        log.warning(
+            "DistDGL servers run as root: %s (to let them drop root, keep the Python "
+            "environment and the data where every user may read them; docs/cluster.md)",
+            why,
+        )
     else:
         log.info("DistDGL servers run as uid %d, gid %d", *user)
     return user

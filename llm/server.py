@@ -40,12 +40,10 @@ from rudder.llm.connections import ConnectionGuard, ConnectionLimits
 from rudder.llm.defaults import DEFAULT_LLM_HOST, DEFAULT_LLM_PORT
 from rudder.llm.engine import (
     Engine,
-    EngineError,
-    GenerationCancelledError,
-    InvalidRequestError,
     Result,
 )
-from rudder.llm.host import EngineConfig, ModelHost, ModelNotFoundError, base_name
+from rudder.llm.host import EngineConfig, ModelHost, base_name
+from rudder.llm.requests import HTTPError, body_field, chat_messages, parse_body, status_of
 
 log = logging.getLogger(__name__)
 
@@ -74,61 +72,8 @@ class ServeConfig:
             raise ValueError("max_requests must be >= 1 and max_body_bytes >= 1024")
 
 
-class HTTPError(Exception):
-    """An error answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: HTTPStatus, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def parse_body(raw: bytes) -> dict:
-    """A request body as a JSON object, or HTTPError 400 saying what is wrong with it."""
-    try:
-        # NaN and Infinity are Python extensions of JSON: Ollama (Go) rejects them, so do we.
-        body = json.loads(raw or b"{}", parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting
-        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:200]
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"invalid JSON body: {why}") from None
-    if not isinstance(body, dict):
-        raise HTTPError(HTTPStatus.BAD_REQUEST, "the JSON body must be an object")
-    try:  # a lone UTF-16 surrogate ("\ud800") parses, but is no text a model can read
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise HTTPError(
-            HTTPStatus.BAD_REQUEST, "invalid JSON body: a string holds a lone UTF-16 surrogate"
-        ) from None
-    return body
-
-
-def _field(body: dict, name: str, kind: type | tuple, default: Any = None) -> Any:
-    value = body.get(name, default)
-    if value is not None and not isinstance(value, kind):
-        raise HTTPError(HTTPStatus.BAD_REQUEST, f"field {name!r} has the wrong type")
-    return value
-
-
-def _messages(body: dict) -> list[dict]:
-    msgs = _field(body, "messages", list, [])
-    out = []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"messages[{i}] needs a string 'role'")
-        content = m.get("content") or ""
-        if not isinstance(content, str):
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"messages[{i}].content must be a string")
-        if m.get("images"):
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "images are not supported by this server")
-        out.append({"role": m["role"], "content": content})
-    return out
 
 
 def _stats(result: Result, total_ns: int, swap_ns: int) -> dict:
@@ -142,22 +87,6 @@ def _stats(result: Result, total_ns: int, swap_ns: int) -> dict:
         "eval_count": result.eval_count,
         "eval_duration": result.eval_duration,
     }
-
-
-def _status_of(e: BaseException) -> tuple[HTTPStatus, str]:
-    """The status and client-facing message for an exception from a request."""
-    if isinstance(e, HTTPError):
-        return e.status, str(e)
-    if isinstance(e, InvalidRequestError):
-        return HTTPStatus.BAD_REQUEST, str(e)
-    if isinstance(e, ModelNotFoundError):
-        return HTTPStatus.NOT_FOUND, str(e)
-    if isinstance(e, GenerationCancelledError):  # only at shutdown reaches a client
-        return HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping"
-    if isinstance(e, EngineError):
-        return HTTPStatus.INTERNAL_SERVER_ERROR, str(e)
-    log.error("unexpected error serving a request", exc_info=e)
-    return HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error (details in the server log)"
 
 
 def _json(status: HTTPStatus, payload: dict) -> web.Response:
@@ -216,7 +145,7 @@ class OllamaAPI:
             what = f"{e.reason.lower()}: {request.method} {request.path[:200]}"
             return _json(HTTPStatus(e.status), {"error": what})
         except Exception as e:
-            status, message = _status_of(e)
+            status, message = status_of(e)
             return _json(status, {"error": message})
         finally:
             if self.guard is not None:
@@ -288,7 +217,7 @@ class OllamaAPI:
 
     async def show(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        name = _field(body, "model", str) or _field(body, "name", str)
+        name = body_field(body, "model", str) or body_field(body, "name", str)
         if not name:
             raise HTTPError(HTTPStatus.BAD_REQUEST, "field 'model' is required")
         return _json(HTTPStatus.OK, await self._blocking(self._show, name))
@@ -299,7 +228,7 @@ class OllamaAPI:
         body = await self._body(request)
         if body.get("tools"):
             raise HTTPError(HTTPStatus.BAD_REQUEST, "tool calling is not supported by this server")
-        messages = _messages(body)
+        messages = chat_messages(body)
         options, fmt = self._options(body)
 
         def run(engine: Engine, on_delta, cancelled) -> Result:
@@ -314,8 +243,8 @@ class OllamaAPI:
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
-        prompt = _field(body, "prompt", str, "") or ""
-        system = _field(body, "system", str)
+        prompt = body_field(body, "prompt", str, "") or ""
+        system = body_field(body, "system", str)
         options, fmt = self._options(body)
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}
@@ -337,7 +266,7 @@ class OllamaAPI:
 
     @staticmethod
     def _options(body: dict) -> tuple[dict, Any]:
-        return _field(body, "options", dict, {}) or {}, body.get("format")
+        return body_field(body, "options", dict, {}) or {}, body.get("format")
 
     async def _generation(
         self, request: web.Request, body: dict, run: Run, shape: Callable[[dict, str], dict]
@@ -347,7 +276,7 @@ class OllamaAPI:
         ``shape(obj, text)`` puts text where the route's replies carry it (``message.content``
         or ``response``).
         """
-        name = _field(body, "model", str)
+        name = body_field(body, "model", str)
         if not name:
             raise HTTPError(HTTPStatus.BAD_REQUEST, "field 'model' is required")
         stream = body.get("stream", True)
@@ -364,7 +293,7 @@ class OllamaAPI:
             events = self._start(name, run, stream, cancel)
             kind, value = await events.get()  # the first token, or the end
             if kind == "error":  # nothing is sent yet: a plain error status
-                status, message = _status_of(value)
+                status, message = status_of(value)
                 return _json(status, {"error": message})
             if not stream:
                 return _json(HTTPStatus.OK, shape(self._final(name, *value), value[0].text))
@@ -433,7 +362,7 @@ class OllamaAPI:
             if kind == "done":
                 await send(shape(self._final(name, *value), ""))
             else:
-                _, message = _status_of(value)
+                _, message = status_of(value)
                 await send({"error": message})  # headers are out: report in-band, as Ollama
             await resp.write_eof()
         except (ConnectionError, asyncio.TimeoutError) as e:

@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml constraints.txt
 # links when run as root, loopback otherwise): DistDGL as is, DistDGL with Rudder's buffer and
 # its rule-based decider, and with the LLM agent (the bundled model, served locally unless
 # something answers at RUDDER_LLM_URL; one agent sidecar per machine).
-TRAIN := --partitions $(RUN_DIR)/parts --machines 2 --trainers 1 --epochs 60 --bandwidth 1gbit
+TRAIN := --partitions $(RUN_DIR)/parts --machines 2 --trainers 1 --epochs 60 --bandwidth 1gbit \
+	--tensorboard $(RUN_DIR)/tensorboard
 run: $(STAMP)
 	$(BIN)/rudder graph generate --nodes 100000 --avg-degree 20 --communities 32 --feat-dim 100 --classes 16 --out $(RUN_DIR)/graph
 	$(BIN)/rudder graph partition --graph $(RUN_DIR)/graph --parts 2 --out $(RUN_DIR)/parts

@@ -32,6 +32,7 @@ from rudder.launcher.cluster import (
     make_cluster,
     write_ip_config,
 )
+from rudder.launcher.live import live_view
 from rudder.launcher.netns import EmulatedCluster, unprivileged_user
 from rudder.launcher.sidecars import AgentSidecars, check_hosts_for_agent, sidecar_endpoints
 from rudder.launcher.ssh import DEFAULT_SSH_CMD, SshCluster
@@ -82,6 +83,8 @@ class TrainConfig:
     script: Path | None = None  # a user's training script instead of the built-in trainer
     script_args: tuple[str, ...] = ()  # its arguments; {ip_config} etc. are filled in
     ssh_config: Path | None = None  # ssh: the client's config file (ssh -F), e.g. keys, users
+    progress: bool | None = None  # a live bar on stderr (None: only on a terminal)
+    tensorboard: Path | None = None  # event files under DIR/<run directory's name>/trainer-R
 
     def __post_init__(self) -> None:
         if self.script is not None and not Path(self.script).is_file():
@@ -274,6 +277,7 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
     if cfg.ssh_config is not None and not Path(cfg.ssh_config).is_file():
         raise ValueError(f"--ssh-config {cfg.ssh_config}: no such file")
     out = _prepare_out(cfg.out)
+    tb_dir = _prepare_tensorboard(cfg.tensorboard, out)
     agent_endpoints = []
     if cfg.options.uses_sidecar and cfg.cluster == "ssh":
         # One per host, on the host's loopback: each host's trainers reach their own sidecar.
@@ -379,7 +383,8 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
             specs = _specs(cfg, wc, cluster, run_config, run_id, agent_endpoints, server_user)
             for spec in specs:
                 sup.start(spec)
-            report = sup.wait()
+            with live_view(out, cfg.options.epochs, progress=cfg.progress, tensorboard=tb_dir):
+                report = sup.wait()
             llm_cpu = _llm_cpu(server, cpu0, time.monotonic() - wall0, cfg)
             agent_stats = collect_agent_stats(sidecars)
     if loopback:
@@ -403,6 +408,22 @@ def run(cfg: TrainConfig, on_event: Callable[[str], None] | None = None) -> dict
         summary["llm_server"] = llm_cpu
     write_summary(out, summary)
     return summary
+
+
+def _prepare_tensorboard(root: Path | None, out: Path) -> Path | None:
+    """``ROOT/<run name>``, emptied of an earlier run's event files.
+
+    One ``tensorboard --logdir ROOT`` then compares runs side by side, each run once.
+    """
+    if root is None:
+        return None
+    tb = Path(root).resolve() / out.name
+    with output_errors(f"to the TensorBoard directory {tb}"):
+        for old in tb.glob("trainer-*"):
+            if old.is_dir():
+                shutil.rmtree(old)
+        tb.mkdir(parents=True, exist_ok=True)
+    return tb
 
 
 def _partition_files(pset) -> list[Path]:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STREAM_FLUSH_S = 1.0  # the metrics stream reaches the disk this often (launcher/live.py reads it)
 TIMES = ("sample_s", "pull_s", "hook_s", "label_s", "wait_s", "compute_s")
 
 
@@ -93,6 +94,7 @@ class TrainerResults:
     verification: Verification | None = None
     created: float = field(default_factory=time.perf_counter)
     _metrics_file: IO[str] | None = None
+    _flushed_at: float = 0.0
 
     def __post_init__(self) -> None:
         if self.feats.config.verify_features:
@@ -108,6 +110,10 @@ class TrainerResults:
                 path = self._path("trainers", f"metrics-rank-{self.feats.rank}.jsonl")
                 self._metrics_file = open(path, "w", buffering=1 << 16)  # noqa: SIM115 (closed in write)
             self._metrics_file.write(metrics_line(m))
+            now = time.monotonic()
+            if now - self._flushed_at >= STREAM_FLUSH_S:  # for readers of the live run
+                self._metrics_file.flush()
+                self._flushed_at = now
         except OSError as e:
             self._drop_stream()
             raise OutputError(f"cannot write the metrics stream: {e.strerror or e}") from None

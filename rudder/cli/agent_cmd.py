@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rudder.cli.common import UserError, format_table, positive_int
 from rudder.decisions import DeciderSpec
+
+if TYPE_CHECKING:
+    from rudder.protocol import StatsReply
 
 
 def _positive_float(text: str) -> float:
@@ -94,6 +98,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--connect", required=True, help="the agent's endpoint (its --bind)")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     st.add_argument("--timeout", type=_positive_float, default=2.0, help="seconds to wait")
+    st.add_argument(
+        "--watch",
+        type=_positive_float,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C; an agent that does not answer "
+        "is shown as such and asked again",
+    )
     st.set_defaults(func=run_stats)
 
 
@@ -150,6 +163,31 @@ def _serve(args: argparse.Namespace, spec: DeciderSpec) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    if args.watch is None:
+        _print_stats(_ask_stats(args), args)
+        return 0
+    import sys
+    import time
+
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    try:
+        while True:
+            try:
+                reply = _ask_stats(args)
+            except UserError as e:
+                reply, why = None, str(e)
+            print(f"{clear}{time.strftime('%H:%M:%S')} every {args.watch:g} s (Ctrl-C ends)")
+            if reply is None:
+                print(f"no answer: {why}")
+            else:
+                _print_stats(reply, args)
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _ask_stats(args: argparse.Namespace) -> StatsReply:
     from rudder.protocol import ErrorReply, StatsReply, StatsRequest
     from rudder.trainer_hooks.agent_client import ask
 
@@ -161,10 +199,14 @@ def run_stats(args: argparse.Namespace) -> int:
         raise UserError(f"the agent refused: {reply.reason}: {reply.detail}")
     if not isinstance(reply, StatsReply):
         raise UserError(f"the agent answered {reply.KIND!r} to a stats request")
+    return reply
+
+
+def _print_stats(reply: StatsReply, args: argparse.Namespace) -> None:
     if args.json:
         trainers = {str(k): v for k, v in sorted(reply.trainers.items())}
         print(json.dumps({"server": reply.server, "trainers": trainers}, indent=2))
-        return 0
+        return
     srv = reply.server
     print(
         f"agent {srv.get('decider', '?')} on {srv.get('endpoint', args.connect)} "
@@ -188,4 +230,3 @@ def run_stats(args: argparse.Namespace) -> int:
             f"{srv['not_listed']} more trainers not listed ({srv.get('trainers', '?')} tracked, "
             f"{srv.get('departed', '?')} departed)"
         )
-    return 0

@@ -121,6 +121,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=port_number, default=30050)
     p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a live bar: minibatches/s, epoch, %%-hits, rows per minibatch, decisions and "
+        "their latency (default: on a terminal only)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="write per-trainer scalars under DIR/<--out's name>/ while the run trains "
+        "(tensorboard --logdir DIR)",
+    )
+    p.add_argument(
         "--timeout", type=float, default=1800.0, help="wall-clock limit of the whole run, seconds"
     )
     p.add_argument("--seed", type=int, default=0)
@@ -221,6 +235,8 @@ def run_train(args: argparse.Namespace) -> int:
         script=args.script,
         script_args=tuple(a for a in args.script_args if a != "--"),
         ssh_config=args.ssh_config,
+        progress=args.progress,
+        tensorboard=args.tensorboard,
         **{
             k: v
             for k, v in {"llm_threads": args.llm_threads, "llm_nice": args.llm_nice}.items()

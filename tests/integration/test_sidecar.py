@@ -374,3 +374,25 @@ def test_make_agent_passes_options_to_build_agent(monkeypatch):
         ("classifier:/m.pkl", {"checkpoint": "/tmp/c.db"}),
         ("llm", {"llm_url": "http://127.0.0.1:1", "llm_model": "m", "prompt": "decision-v1"}),
     ]
+
+
+def test_stats_watch_refreshes_until_interrupted_then_exits_0(sidecar):
+    ep, _ = sidecar
+    argv = [sys.executable, "-m", "rudder", "agent", "stats", "--connect", ep, "--watch", "0.2"]
+    watch = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        frames: list[str] = []
+        deadline = time.monotonic() + 20
+        while len(frames) < 3:  # three refreshes of the live agent
+            line = watch.stdout.readline()
+            assert line and time.monotonic() < deadline, watch.stderr.read()
+            if "(Ctrl-C ends)" in line:
+                frames.append(line)
+        assert "agent always" in watch.stdout.readline()
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, err
+    assert "Traceback" not in err

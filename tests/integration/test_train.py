@@ -11,6 +11,7 @@ import time
 
 import psutil
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from training_support import (  # noqa: F401
     make_parts,
     no_leftovers,
@@ -35,7 +36,7 @@ def parts(tmp_path_factory):
 @pytest.mark.usefixtures("no_leftovers")
 def test_two_machines_train_with_identical_features(parts, tmp_path):
     out = tmp_path / "run"
-    rudder(
+    res = rudder(
         "-q",
         "train",
         "--partitions",
@@ -58,9 +59,22 @@ def test_two_machines_train_with_identical_features(parts, tmp_path):
         "--record-trace",
         "--timeout",
         300,
+        "--tensorboard",
+        tmp_path / "tb",
+        "--progress",
     )
     s = json.loads((out / "summary.json").read_text())
     assert s["ok"] and s["epochs"] == 2 and len(s["trainers"]) == 2
+    # The live view: the bar's last state, and each trainer's scalars read back.
+    assert "train: 100%" in res.stderr and "epoch 2/2" in res.stderr
+    for t in s["trainers"]:
+        acc = EventAccumulator(str(tmp_path / "tb" / "run" / f"trainer-{t['rank']}"))
+        acc.Reload()
+        steps = [e.step for e in acc.Scalars("comm/rows_fetched")]
+        assert steps == list(range(len(steps))) and len(steps) == t["totals"]["minibatches"]
+        rows = sum(e.value for e in acc.Scalars("comm/rows_fetched"))
+        assert rows == t["totals"]["rows_fetched"]
+        assert [e.step for e in acc.Scalars("time/epoch_s")] == [0, 1]
     assert s["hit_rate"] > 0
     assert s["verification"]["mismatches"] == 0 and s["verification"]["hits_checked"] > 0
     assert {p for p in s["peak_rss_bytes"]} == {

@@ -6,18 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from rudder.cli.common import UserError, format_table, positive_int
+from rudder.cli.common import UserError, format_table, positive_float, positive_int
 from rudder.decisions import DeciderSpec
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,13 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run-id", help="names each trainer's history thread (<run>:trainer-<rank>)")
     s.add_argument(
         "--decide-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=120.0,
         help="seconds a decision may take before the trainer gets skip (default 120)",
     )
     s.add_argument(
         "--expiry",
-        type=_positive_float,
+        type=positive_float,
         default=300.0,
         help="seconds of silence after which a trainer is forgotten (default 300)",
     )
@@ -93,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     st = asub.add_parser("stats", help="live statistics of a running agent")
     st.add_argument("--connect", required=True, help="the agent's endpoint (its --bind)")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    st.add_argument("--timeout", type=_positive_float, default=2.0, help="seconds to wait")
+    st.add_argument("--timeout", type=positive_float, default=2.0, help="seconds to wait")
     st.set_defaults(func=run_stats)
 
 

@@ -3,13 +3,16 @@
 import contextlib
 import threading
 import time
+from functools import partial
 
 import pytest
 
 from rudder.controller.server import AgentServer, ServerConfig
 from rudder.decisions import Decision
-from rudder.protocol import Metrics, StatsReply, StatsRequest, TrainerInfo
+from rudder.protocol import StatsReply, StatsRequest, TrainerInfo
 from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
+from tests.agent_support import metrics as make_metrics
+from tests.agent_support import wait_until
 from tests.fakes import FailingAgent, InstantAgent, SlowAgent
 
 FAST = dict(  # test-sized timeouts
@@ -21,23 +24,13 @@ FAST = dict(  # test-sized timeouts
 )
 
 
-def metrics(t: int, trainer: int = 0) -> Metrics:
-    return Metrics(
-        trainer=trainer, minibatch=t, epoch=0, total_minibatches=1000, remote_inputs=100,
-        local_inputs=300, hits=50, misses=50, extra_rows=0, rows_fetched=50, bytes_fetched=200,
-        hit_pct=50.0, hit_pct_window=50.0, hit_pct_cumulative=40.0, rows_fetched_window=50.0,
-        replaced=0, last_replaced=0, last_replaced_pct=0.0, since_replacement=-1, replacements=0,
-        buffer_capacity=100, buffer_fill=100, stale_slots=20,
-    )  # fmt: skip
-
-
-def wait_until(pred, timeout_s: float = 5.0, step_s: float = 0.005) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step_s)
-    return True
+metrics = partial(
+    make_metrics,
+    total_minibatches=1000, remote_inputs=100, local_inputs=300, hits=50, misses=50,
+    rows_fetched=50, bytes_fetched=200, hit_pct=50.0, hit_pct_window=50.0,
+    hit_pct_cumulative=40.0, rows_fetched_window=50.0, since_replacement=-1,
+    buffer_capacity=100, buffer_fill=100, stale_slots=20,
+)  # fmt: skip
 
 
 @pytest.fixture

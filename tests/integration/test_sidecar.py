@@ -14,7 +14,14 @@ import pytest
 
 from rudder.controller.server import make_agent
 from rudder.decisions import Decision
-from rudder.launcher.sidecars import AgentSidecars, SidecarError, sidecar_endpoints
+from rudder.launcher.sidecars import (
+    UNRESPONSIVE,
+    AgentSidecars,
+    SidecarError,
+    Watchdog,
+    sidecar_endpoints,
+)
+from rudder.launcher.summary import fault_record
 from rudder.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -261,6 +268,42 @@ def test_agent_sidecars_start_restart_and_clean_up(tmp_path):
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in first)
     assert not any(ipc_path(ep).exists() for ep in endpoints)
     assert "serving on" in (tmp_path / "logs" / "agent-1.log").read_text()  # appended twice
+
+
+def test_a_stopped_sidecar_is_an_unresponsive_outage_until_it_answers(tmp_path):
+    # Alive but silent (SIGSTOP: a hang, as the launcher sees it): not restarted, recorded.
+    endpoints = sidecar_endpoints(tmp_path / "run", 2)
+    watchdog = Watchdog(misses=3, interval_s=0.25, timeout_s=0.25)
+    with AgentSidecars(endpoints, "never", {}, tmp_path / "logs", watchdog=watchdog) as sidecars:
+        pids = sidecars.pids()
+        os.kill(pids[0], signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            assert wait_until(lambda: sidecars.faults()[0]["outages"], 10.0)
+            during = sidecars.faults()[0]["outages"][0]
+            assert during["exit"] == UNRESPONSIVE and during["duration_s"] is None
+            time.sleep(1.0)
+        finally:
+            os.kill(pids[0], signal.SIGCONT)
+        stopped_s = time.monotonic() - stopped_at
+        assert wait_until(lambda: sidecars.faults()[0]["outages"][0]["recovered"], 10.0)
+        f0, f1 = sidecars.faults()
+        outage = f0["outages"][0]
+        # From the first unanswered ping (within one interval of the stop) to the first answer.
+        assert stopped_s - 0.6 <= outage["duration_s"] <= stopped_s + 3.0, (outage, stopped_s)
+        assert len(f0["outages"]) == 1 and f0["restarts"] == 0 and not f0["gave_up"]
+        assert f0["down_s"] == outage["duration_s"]
+        assert f1["outages"] == []  # the other one answered throughout
+        assert sidecars.pids() == pids and pings(endpoints[0])  # the same process serves on
+        record = fault_record(sidecars.faults(), [], 1)
+        assert record["sidecar_outages"] == 1 and record["sidecar_restarts"] == 0
+        assert record["sidecars"][0]["outages"][0]["exit"] == UNRESPONSIVE
+
+
+def test_watchdog_settings_are_checked():
+    for bad in ({"misses": -1}, {"interval_s": 0}, {"timeout_s": -1.0}):
+        with pytest.raises(ValueError, match="watchdog"):
+            Watchdog(**bad)
 
 
 def test_agent_sidecars_report_a_sidecar_that_cannot_start(tmp_path):

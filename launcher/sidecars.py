@@ -36,6 +36,7 @@ from pathlib import Path
 from rudder.launcher.cluster import ProcessSpec
 from rudder.launcher.ssh import PROCESS_ENV, SshCluster
 from rudder.protocol import Ping, Pong, check_endpoint, ipc_endpoint, ipc_path, private_dir
+from rudder.retry import capped_backoff
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,8 @@ class AgentSidecars:
             )
         if max_restarts < 0 or ready_timeout_s <= 0 or grace_s < 0:
             raise ValueError("agent sidecars: max_restarts, grace_s >= 0 and ready_timeout_s > 0")
+        if not 0 <= backoff_initial_s <= backoff_max_s:
+            raise ValueError("agent sidecars: 0 <= backoff_initial_s <= backoff_max_s")
         self.decider = decider
         self.options = {k: v for k, v in options.items() if v is not None}
         self.log_dir = Path(log_dir)
@@ -474,7 +477,7 @@ class AgentSidecars:
                     s.restarts,
                 )
                 return
-            delay = min(self.backoff_initial_s * 2**s.restarts, self.backoff_max_s)
+            delay = capped_backoff(s.restarts, self.backoff_initial_s, self.backoff_max_s)
             s.restart_at = now + delay
             log.warning(
                 "agent sidecar %d (pid %d) died (exit %s); restarting in %.1f s (%d of %d)",

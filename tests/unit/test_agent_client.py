@@ -1,15 +1,19 @@
 """The trainer-side client against a real AgentServer (in a thread) over ipc sockets."""
 
 import contextlib
+import logging
+import re
 import threading
 import time
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 
 from rudder.controller.server import AgentServer, ServerConfig
 from rudder.decisions import Decision
 from rudder.protocol import StatsReply, StatsRequest, TrainerInfo
+from rudder.trainer_hooks import agent_client
 from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
 from tests.agent_support import metrics as make_metrics
 from tests.agent_support import wait_until
@@ -406,3 +410,38 @@ def test_silent_trainers_expire_and_come_back_with_hello(endpoint):
         n = len(c.applied)
         assert wait_until(lambda: (run_async(c, 1, 0.01), len(c.applied) > n + 2)[1], 5.0)
         assert len(agent.hellos) >= 2 and _trainers(endpoint)
+
+
+def test_hello_looks_for_a_missing_agent_ever_more_rarely(tmp_path, monkeypatch):
+    # The start-up wait for the connection: 1 ms, doubling to 50 ms, until hello_timeout_s.
+    sleeps = []
+
+    def sleep(s):
+        sleeps.append(s)
+        time.sleep(s)
+
+    fake_time = SimpleNamespace(monotonic=time.monotonic, sleep=sleep)
+    monkeypatch.setattr(agent_client, "time", fake_time)
+    ep = f"ipc://{tmp_path}/nobody.sock"
+    c = AgentClient(ClientConfig(endpoint=ep, trainer=0, **{**FAST, "hello_timeout_s": 0.3}))
+    try:
+        assert not c.hello(TrainerInfo())
+    finally:
+        c.close()
+    assert sleeps[:7] == pytest.approx([0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.05])
+    assert all(s <= 0.05 for s in sleeps) and 0.25 <= sum(sleeps) <= 0.31
+    assert len(sleeps) < 15  # a fixed 5 ms poll took 60 wake-ups for the same wait
+
+
+def test_reconnects_back_off_exponentially_up_to_the_cap(tmp_path, caplog):
+    ep = f"ipc://{tmp_path}/nobody.sock"
+    config = {**FAST, "ping_timeout_s": 0.02, "backoff_initial_s": 0.01, "backoff_max_s": 0.03}
+    c = AgentClient(ClientConfig(endpoint=ep, trainer=0, max_reconnects=4, **config))
+    caplog.set_level(logging.WARNING, logger=agent_client.__name__)
+    try:
+        c.hello(TrainerInfo())
+        assert wait_until(lambda: (c.decision_for(0), c.offline)[1], 5.0, 0.002)
+    finally:
+        c.close()
+    delays = [float(m) for m in re.findall(r"reconnecting in ([0-9.]+) s", caplog.text)]
+    assert delays == [0.01, 0.02, 0.03, 0.03]  # then the budget (4) is spent: offline

@@ -21,17 +21,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import zmq
+from _sidecar import running_sidecar
 
 from rudder.cli.common import format_table
-from rudder.protocol import Hello, Metrics, MetricsReport, Ping, TrainerInfo, decode, encode
-from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
+from rudder.protocol import Hello, Metrics, MetricsReport, TrainerInfo, decode, encode
+from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig
 
 
 def metrics(t: int, trainer: int) -> Metrics:
@@ -53,23 +52,6 @@ def summary(name: str, samples_s: list[float], unit: float, target: float | None
         "max": max(samples_s) / unit,
         "target": target,
     }
-
-
-def start_sidecar(endpoint: str) -> subprocess.Popen:
-    # The production path: the agent with its SQLite checkpoint, as in training runs.
-    ckpt = endpoint.removeprefix("ipc://").rsplit("/", 1)[0] + "/agent.sqlite"
-    argv = [sys.executable, "-m", "rudder", "-q", "agent", "serve", "--bind", endpoint]
-    proc = subprocess.Popen([*argv, "--decider", "never", "--checkpoint", ckpt, "--run-id", "b"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            ask(endpoint, Ping(seq=1), timeout_s=0.5)
-            return proc
-        except TimeoutError:
-            if proc.poll() is not None:
-                break
-    proc.kill()
-    raise SystemExit("the sidecar did not start")
 
 
 def client_cost(endpoint: str, n: int, gap_s: float, trainer: int) -> tuple[list[float], dict]:
@@ -162,13 +144,10 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="rudder-bench-") as tmp:
         endpoint = f"ipc://{Path(tmp) / 'agent.sock'}"
-        proc = start_sidecar(endpoint)
-        try:
+        # The production path: the agent with its SQLite checkpoint, as in training runs.
+        with running_sidecar(endpoint, "never", Path(tmp) / "agent.sqlite", "b"):
             for r in range(args.repeat):
                 runs.append(measure(endpoint, args, trainer=10 * r))
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
     # Best of the repeats per measure (like timeit): on a shared 2-core machine the noise of
     # other processes only ever adds time.

@@ -22,17 +22,15 @@ import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import zmq
+from _sidecar import running_sidecar
 
 from rudder.protocol import Bye, Hello, Metrics, MetricsReport, Ping, TrainerInfo, decode, encode
-from rudder.trainer_hooks.agent_client import ask
 
 LOST_AFTER_S = 2.0  # a decision not back after this counts as lost
 
@@ -48,22 +46,6 @@ def metrics(t: int, trainer: int) -> Metrics:
     base.update(since_replacement=t % 7, replacements=t // 7, buffer_fill=10**5)
     base.update(round_rows_window=100, round_admit_hits=150, round_ghost_misses=100)
     return Metrics(**base)
-
-
-def start_sidecar(endpoint: str, ckpt: Path, decider: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "rudder", "-q", "agent", "serve", "--bind", endpoint]
-    argv += ["--decider", decider, "--checkpoint", str(ckpt), "--run-id", "bench"]
-    proc = subprocess.Popen(argv)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            ask(endpoint, Ping(seq=1), timeout_s=0.5)
-            return proc
-        except TimeoutError:
-            if proc.poll() is not None:
-                break
-    proc.kill()
-    raise SystemExit("the sidecar did not start")
 
 
 class Trainers:
@@ -253,8 +235,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rudder-bench-") as tmp:
         endpoint = f"ipc://{Path(tmp) / 'agent.sock'}"
         ckpt = Path(tmp) / "agent.sqlite"
-        proc = start_sidecar(endpoint, ckpt, args.decider)
-        try:
+        with running_sidecar(endpoint, args.decider, ckpt, "bench") as proc:
             base = 0
             for n in (int(x) for x in args.trainers.split(",")):
                 results.append(load(endpoint, n, args.seconds, base))
@@ -267,9 +248,6 @@ def main() -> None:
                 results.append(memory(endpoint, proc.pid, ckpt, args.decisions, 8, 1000))
                 print(results[-1], flush=True)
             alive = proc.poll() is None
-        finally:
-            proc.terminate()
-            proc.wait(30)
     load_avg = os.getloadavg()[0]
     print(f"sidecar alive at the end: {alive}; load average {load_avg:.2f}")
     if args.json:

@@ -7,7 +7,11 @@ loopback. :class:`AgentSidecars` starts them, waits until each answers a ping, r
 that dies (capped backoff, counted, logged) and stops them all on exit: SIGTERM, a grace
 period, SIGKILL, socket files removed. Trainers reconnect to a restarted sidecar by themselves.
 Every death is an outage in :meth:`AgentSidecars.faults` (for ``summary.json``): when, how it
-ended (exit code or signal), and how long until the restarted sidecar answered a ping.
+ended (exit code or signal), and how long until the restarted sidecar answered a ping. A sidecar
+that stops answering without exiting (stopped, hung) is found by a ping watchdog
+(:class:`Watchdog`): ``misses`` unanswered pings in a row are an outage with the exit
+``unresponsive``, from the first unanswered ping until it answers again. It is not killed: its
+trainers fall back to skip by themselves, and a sidecar that is only slow keeps its state.
 
 On real hosts (``hosts``, an :class:`~rudder.launcher.ssh.SshCluster`) each sidecar runs on its
 machine's host over ssh, bound to that host's loopback: the local process is the ssh client,
@@ -32,6 +36,7 @@ from pathlib import Path
 from rudder.launcher.cluster import ProcessSpec
 from rudder.launcher.ssh import PROCESS_ENV, SshCluster
 from rudder.protocol import Ping, Pong, check_endpoint, ipc_endpoint, ipc_path, private_dir
+from rudder.retry import capped_backoff
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,27 @@ SIDECAR_OPTIONS = {
 }
 
 
+UNRESPONSIVE = "unresponsive"  # an Outage's exit: alive but not answering pings
+
+
+@dataclass(frozen=True, slots=True)
+class Watchdog:
+    """How live sidecars are pinged to notice one that stopped answering without exiting."""
+
+    misses: int = 3  # unanswered pings in a row that make an outage (0: no watchdog)
+    interval_s: float = 1.0  # between pings of one sidecar
+    timeout_s: float = 1.0  # a ping's wait for its answer
+
+    def __post_init__(self) -> None:
+        if self.misses < 0 or self.interval_s <= 0 or self.timeout_s <= 0:
+            raise ValueError(f"watchdog: misses >= 0, interval_s and timeout_s > 0, got {self}")
+
+
+LOCAL_WATCHDOG = Watchdog()
+# Over ssh a ping runs `rudder agent stats` on the host (a Python start): rarer, longer.
+SSH_WATCHDOG = Watchdog(interval_s=15.0, timeout_s=5.0)
+
+
 class SidecarError(RuntimeError):
     """A sidecar did not come up (its log's last lines are in the message)."""
 
@@ -60,7 +86,7 @@ class Outage:
     """A sidecar down: from its death being noticed to its successor answering a ping."""
 
     start_s: float  # since the sidecars started
-    exit: str  # "exit code 1", "SIGKILL"
+    exit: str  # "exit code 1", "SIGKILL", or UNRESPONSIVE (alive, not answering pings)
     duration_s: float | None = None  # None while it lasts
     recovered: bool = False  # a restarted sidecar answered (False: down until the end)
 
@@ -93,6 +119,8 @@ class _Sidecar:
     restart_at: float | None = None  # it died; start it again at this time
     gave_up: bool = False
     outages: list[Outage] = field(default_factory=list)
+    missed: int = 0  # the watchdog's unanswered pings in a row
+    first_missed_s: float = 0.0  # when the first of them was sent (since the start)
 
     @property
     def name(self) -> str:
@@ -102,12 +130,22 @@ class _Sidecar:
     def down(self) -> bool:
         return bool(self.outages) and self.outages[-1].duration_s is None
 
+    @property
+    def unresponsive(self) -> bool:
+        return self.down and self.outages[-1].exit == UNRESPONSIVE
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.restart_at is None
+
 
 class AgentSidecars:
     """Runs one ``rudder agent serve`` per endpoint for the duration of a ``with`` block.
 
     ``restarts`` counts restarts over all sidecars; a sidecar that died more than
     ``max_restarts`` times stays down (its trainers answer skip) and is logged as an error.
+    ``watchdog`` (default: :data:`LOCAL_WATCHDOG`, or :data:`SSH_WATCHDOG` with ``hosts``)
+    pings the live ones.
     """
 
     def __init__(
@@ -127,6 +165,7 @@ class AgentSidecars:
         backoff_max_s: float = 10.0,
         check_interval_s: float = 0.2,
         hosts: SshCluster | None = None,
+        watchdog: Watchdog | None = None,
     ):
         if not endpoints:
             raise ValueError("agent sidecars: no endpoints")
@@ -143,6 +182,8 @@ class AgentSidecars:
             )
         if max_restarts < 0 or ready_timeout_s <= 0 or grace_s < 0:
             raise ValueError("agent sidecars: max_restarts, grace_s >= 0 and ready_timeout_s > 0")
+        if not 0 <= backoff_initial_s <= backoff_max_s:
+            raise ValueError("agent sidecars: 0 <= backoff_initial_s <= backoff_max_s")
         self.decider = decider
         self.options = {k: v for k, v in options.items() if v is not None}
         self.log_dir = Path(log_dir)
@@ -156,12 +197,16 @@ class AgentSidecars:
         self.backoff_max_s = backoff_max_s
         self.check_interval_s = check_interval_s
         self.hosts = hosts
+        if watchdog is None:
+            watchdog = LOCAL_WATCHDOG if hosts is None else SSH_WATCHDOG
+        self.watchdog = watchdog
         self._sidecars = [
             _Sidecar(i, ep, self.log_dir / f"agent-{i}.log") for i, ep in enumerate(endpoints)
         ]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
+        self._pinger: threading.Thread | None = None
         self._t0 = time.monotonic()  # reset by start(); outages are timed from it
 
     @property
@@ -215,6 +260,13 @@ class AgentSidecars:
             raise
         self._monitor = threading.Thread(target=self._watch, name="rudder-sidecars", daemon=True)
         self._monitor.start()
+        if self.watchdog.misses:
+            # Its own thread: a ping waits up to its timeout (an ssh command: seconds), which
+            # must not delay the monitor's noticing a death.
+            self._pinger = threading.Thread(
+                target=self._ping_watchdog, name="rudder-sidecar-watchdog", daemon=True
+            )
+            self._pinger.start()
 
     def stop(self) -> None:
         """Stop every sidecar: SIGTERM, ``grace_s``, SIGKILL; remove their socket files."""
@@ -222,6 +274,9 @@ class AgentSidecars:
         if self._monitor is not None:
             self._monitor.join()
             self._monitor = None
+        if self._pinger is not None:  # at most one ping in flight; it changes nothing once stopped
+            self._pinger.join(self.watchdog.timeout_s + 35.0)
+            self._pinger = None
         with self._lock:
             live = [s for s in self._sidecars if s.proc is not None]
             for s in live:
@@ -347,9 +402,7 @@ class AgentSidecars:
                         return
                     self._check(s, now)
                 recovering = [
-                    s
-                    for s in self._sidecars
-                    if s.down and s.restart_at is None and s.proc and s.proc.poll() is None
+                    s for s in self._sidecars if s.down and not s.unresponsive and s.running
                 ]
             for s in recovering:  # outside the lock: a ping takes up to its timeout
                 self._end_outage_if_answering(s)
@@ -363,6 +416,44 @@ class AgentSidecars:
                 o.recovered = True
                 log.info("agent sidecar %d is back after %.1f s", s.index, o.duration_s)
 
+    def _ping_watchdog(self) -> None:
+        while not self._stop.wait(self.watchdog.interval_s):
+            with self._lock:
+                # a sidecar recovering from a death is the monitor's (it pings it more often)
+                live = [s for s in self._sidecars if s.running and (s.unresponsive or not s.down)]
+            for s in live:
+                sent = time.monotonic()
+                answered = self._answers(s, self.watchdog.timeout_s)
+                with self._lock:
+                    if self._stop.is_set():
+                        return
+                    self._heard(s, answered, sent)
+
+    def _heard(self, s: _Sidecar, answered: bool, sent: float) -> None:
+        """The watchdog's ping of a live sidecar: an outage after ``misses``, ended by an answer."""
+        if not s.running:
+            return  # it died meanwhile: the monitor's to record
+        if answered:
+            s.missed = 0
+            if s.unresponsive:
+                o = s.outages[-1]
+                o.duration_s = time.monotonic() - self._t0 - o.start_s
+                o.recovered = True
+                log.info("agent sidecar %d answers again after %.1f s", s.index, o.duration_s)
+            return
+        if s.missed == 0:
+            s.first_missed_s = sent - self._t0
+        s.missed += 1
+        if s.missed == self.watchdog.misses and not s.down:
+            s.outages.append(Outage(start_s=s.first_missed_s, exit=UNRESPONSIVE))
+            log.warning(
+                "agent sidecar %d (pid %d) is alive but answered none of %d pings; its trainers "
+                "decide by themselves until it answers (it is not restarted)",
+                s.index,
+                s.proc.pid,
+                s.missed,
+            )
+
     def _check(self, s: _Sidecar, now: float) -> None:
         if s.gave_up or s.proc is None:
             return
@@ -370,8 +461,11 @@ class AgentSidecars:
         if code is None:
             return
         if s.restart_at is None:
+            s.missed = 0
             if not s.down:
                 s.outages.append(Outage(start_s=now - self._t0, exit=_describe_exit(code)))
+            elif s.unresponsive:  # one outage; it ends when the successor answers
+                s.outages[-1].exit = f"{UNRESPONSIVE}, then {_describe_exit(code)}"
             if not self.restart or s.restarts >= self.max_restarts:
                 s.gave_up = True
                 log.error(
@@ -383,7 +477,7 @@ class AgentSidecars:
                     s.restarts,
                 )
                 return
-            delay = min(self.backoff_initial_s * 2**s.restarts, self.backoff_max_s)
+            delay = capped_backoff(s.restarts, self.backoff_initial_s, self.backoff_max_s)
             s.restart_at = now + delay
             log.warning(
                 "agent sidecar %d (pid %d) died (exit %s); restarting in %.1f s (%d of %d)",

@@ -20,7 +20,9 @@ a request is served (a generation may take minutes) no timeout here applies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,21 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 _END_OF_HEADERS = b"\r\n\r\n"
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the process's open-file limit towards ``wanted`` (up to the hard limit); the new limit.
+
+    Each connection is a descriptor, and the soft limit (often 1,024) is below what a server
+    (or a test's crowd of clients) needs; a limit that cannot be raised is returned as it is.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
 
 
 @dataclass(kw_only=True, frozen=True, slots=True)

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import resource
 import signal
 import threading
 import time
@@ -36,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from rudder.llm import models
-from rudder.llm.connections import ConnectionGuard, ConnectionLimits
+from rudder.llm.connections import ConnectionGuard, ConnectionLimits, raise_fd_limit
 from rudder.llm.defaults import DEFAULT_LLM_HOST, DEFAULT_LLM_PORT
 from rudder.llm.engine import (
     Engine,
@@ -370,20 +369,9 @@ class OllamaAPI:
         return resp
 
 
-def _raise_fd_limit(wanted: int) -> int:
-    """Raise this process's open-file limit towards ``wanted`` (up to the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-    return soft
-
-
 async def _serve(api: OllamaAPI, config: ServeConfig, ready: threading.Event | None) -> None:
     # Each connection is one descriptor; llama.cpp and the model files need some too.
-    fds = _raise_fd_limit(config.limits.max_connections + 256)
+    fds = raise_fd_limit(config.limits.max_connections + 256)
     limits = config.limits
     if fds - 128 < limits.max_connections:
         log.warning("open-file limit %d: at most %d connections", fds, max(1, fds - 128))

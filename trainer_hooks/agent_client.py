@@ -23,6 +23,7 @@ from different threads (the look-ahead thread, then the main thread at close) sa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -51,9 +52,13 @@ from rudder.protocol import (
     decode,
     encode,
 )
+from rudder.retry import capped_backoff
 
 log = logging.getLogger(__name__)
 
+# hello() at start-up: tries to reach the agent 1 ms apart, doubling up to 50 ms.
+HELLO_POLL_INITIAL_S = 0.001
+HELLO_POLL_MAX_S = 0.05
 _MAX_DRAIN = 64  # messages handled per call at most: a flood cannot stall a minibatch
 # Plain ints: pyzmq wraps enum arguments and results in Python enums, ~1 us per call.
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
@@ -245,7 +250,7 @@ class AgentClient:
             self._info = info or TrainerInfo()
             self._hello_due = True
             deadline = time.monotonic() + self.config.hello_timeout_s
-            while True:
+            for attempt in itertools.count():
                 now = time.monotonic()
                 try:
                     self._service(now)
@@ -254,7 +259,10 @@ class AgentClient:
                     return False
                 if not self._hello_due or now >= deadline or self.offline:
                     return not self._hello_due
-                time.sleep(0.005)
+                # An agent starting with the run connects within milliseconds; one that is
+                # not there is looked for ever more rarely (each try costs a wake-up).
+                wait = capped_backoff(attempt, HELLO_POLL_INITIAL_S, HELLO_POLL_MAX_S)
+                time.sleep(min(wait, deadline - now))
 
     def close(self) -> None:
         """Say bye (best effort) and release the socket; later calls answer skip."""
@@ -364,8 +372,8 @@ class AgentClient:
                 self.config.max_reconnects,
             )
             return
-        delay = min(
-            self.config.backoff_initial_s * 2 ** (self._failures - 1), self.config.backoff_max_s
+        delay = capped_backoff(
+            self._failures - 1, self.config.backoff_initial_s, self.config.backoff_max_s
         )
         self._retry_at = now + delay
         log.warning(

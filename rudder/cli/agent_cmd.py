@@ -7,21 +7,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rudder.cli.common import UserError, format_table, positive_int
+from rudder.cli.common import UserError, format_table, positive_float, positive_int
 from rudder.decisions import DeciderSpec
 
 if TYPE_CHECKING:
     from rudder.protocol import StatsReply
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,13 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run-id", help="names each trainer's history thread (<run>:trainer-<rank>)")
     s.add_argument(
         "--decide-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=120.0,
         help="seconds a decision may take before the trainer gets skip (default 120)",
     )
     s.add_argument(
         "--expiry",
-        type=_positive_float,
+        type=positive_float,
         default=300.0,
         help="seconds of silence after which a trainer is forgotten (default 300)",
     )
@@ -97,10 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     st = asub.add_parser("stats", help="live statistics of a running agent")
     st.add_argument("--connect", required=True, help="the agent's endpoint (its --bind)")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    st.add_argument("--timeout", type=_positive_float, default=2.0, help="seconds to wait")
+    st.add_argument("--timeout", type=positive_float, default=2.0, help="seconds to wait")
     st.add_argument(
         "--watch",
-        type=_positive_float,
+        type=positive_float,
         nargs="?",
         const=2.0,
         metavar="SECONDS",

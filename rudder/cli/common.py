@@ -43,6 +43,11 @@ def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
+def positive_float(text: str) -> float:
+    """A number > 0 (seconds, scales); ``nan`` is refused."""
+    return _number(text, float, lambda v: v > 0, "a positive number")
+
+
 def port_number(text: str) -> int:
     """A TCP port, 1-65535."""
     return _number(text, int, lambda v: 1 <= v <= 65535, "a port number (1-65535)")

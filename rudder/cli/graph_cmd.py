@@ -13,6 +13,7 @@ from rudder.cli.common import (
     add_graph_shape_args,
     fraction,
     graph_spec_from,
+    positive_float,
     positive_int,
     progress,
 )
@@ -111,7 +112,7 @@ def add_family_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--locality-scale",
-        type=_positive_float,
+        type=positive_float,
         default=300.0,
         metavar="S",
         help="ring: scale of an edge's id offset, in ids (default 300)",
@@ -123,16 +124,6 @@ def with_family(spec, args: argparse.Namespace):
     import dataclasses
 
     return dataclasses.replace(spec, family=args.family, locality_scale=args.locality_scale)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
 
 
 def _add_feature_args(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from rudder.cli.common import UserError, positive_int
+from rudder.cli.common import UserError, positive_float, positive_int
 from rudder.llm.defaults import (
     DEFAULT_LLM_HOST,
     DEFAULT_LLM_PORT,
@@ -60,19 +60,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument(
         "--header-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         help="seconds a client may take to send a request's headers",
     )
     s.add_argument(
         "--idle-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=60.0,
         help="seconds a keep-alive connection may stay idle",
     )
     s.add_argument(
         "--body-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         help="seconds a client may take to send a request's body",
     )
@@ -101,13 +101,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--llm-url", default=llm_url_from_env())
     a.add_argument("--llm-model", default=llm_model_from_env())
     a.set_defaults(func=run_ask)
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def run_serve(args: argparse.Namespace) -> int:

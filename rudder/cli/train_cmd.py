@@ -11,6 +11,7 @@ from rudder.cli.common import (
     fraction,
     int_list,
     port_number,
+    positive_float,
     positive_int,
 )
 from rudder.cli.prompt_cmd import add_llm_args
@@ -134,9 +135,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write per-trainer scalars under DIR/<--out's name>/ while the run trains "
         "(tensorboard --logdir DIR)",
     )
-    p.add_argument(
-        "--timeout", type=float, default=1800.0, help="wall-clock limit of the whole run, seconds"
-    )
+    run_limit = "wall-clock limit of the whole run, seconds"
+    p.add_argument("--timeout", type=positive_float, default=1800.0, help=run_limit)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads per trainer")

@@ -6,80 +6,51 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from functools import partial
 
 import msgpack
 import psutil
 import pytest
-import zmq
 
 from rudder.controller.server import make_agent
 from rudder.decisions import Decision
-from rudder.launcher.sidecars import AgentSidecars, SidecarError, sidecar_endpoints
+from rudder.launcher.sidecars import (
+    UNRESPONSIVE,
+    AgentSidecars,
+    SidecarError,
+    Watchdog,
+    sidecar_endpoints,
+)
+from rudder.launcher.summary import fault_record
 from rudder.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     ErrorReply,
-    Metrics,
     Ping,
     Pong,
     StatsReply,
     StatsRequest,
     TrainerInfo,
-    decode,
     encode,
     ipc_path,
 )
 from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
+from tests.agent_support import dealer, pings, reply, start_serve, stop, wait_until
+from tests.agent_support import metrics as make_metrics
 from tests.fakes import RuleAgent
 
 pytestmark = pytest.mark.integration
 
 RUDDER = [sys.executable, "-m", "rudder"]
 FAST = dict(ping_interval_s=0.05, ping_timeout_s=0.3, backoff_initial_s=0.02, backoff_max_s=0.2)
-
-
-def metrics(t: int, trainer: int = 0) -> Metrics:
-    base = dict.fromkeys(Metrics.__dataclass_fields__, 0)
-    base.update(trainer=trainer, minibatch=t, total_minibatches=10_000, buffer_capacity=100)
-    base.update(stale_slots=50, buffer_fill=50, since_replacement=-1)
-    return Metrics(**base)
-
-
-def wait_until(pred, timeout_s: float = 10.0, step_s: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step_s)
-    return True
-
-
-def start_serve(endpoint: str, *extra: str, decider: str = "always") -> subprocess.Popen:
-    argv = [sys.executable, "-m", "rudder", "agent", "serve", "--bind", endpoint]
-    proc = subprocess.Popen(
-        [*argv, "--decider", decider, *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    ok = wait_until(lambda: proc.poll() is not None or _pings(endpoint), 20.0, 0.05)
-    assert ok and proc.poll() is None, proc.communicate()[0]
-    return proc
-
-
-def _pings(endpoint: str) -> bool:
-    try:
-        return isinstance(ask(endpoint, Ping(seq=1), timeout_s=0.3), Pong)
-    except TimeoutError:
-        return False
-
-
-def stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=15)
-    return out
+metrics = partial(
+    make_metrics,
+    total_minibatches=10_000,
+    buffer_capacity=100,
+    stale_slots=50,
+    buffer_fill=50,
+    since_replacement=-1,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -97,28 +68,9 @@ def sidecar(tmp_path):
     stop(proc)
 
 
-@contextmanager
-def raw_dealer(endpoint: str):
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        yield sock
-    finally:
-        sock.close(0)
-        ctx.term()
-
-
-def reply(sock, timeout_s: float = 2.0):
-    if not sock.poll(int(timeout_s * 1000)):
-        return None
-    return decode(sock.recv())
-
-
 def test_garbage_gets_an_error_reply_and_the_server_keeps_serving(sidecar):
     ep, proc = sidecar
-    with raw_dealer(ep) as sock:
+    with dealer(ep) as sock:
         sock.send(b"\xc1 this is not msgpack")
         err = reply(sock)
         assert isinstance(err, ErrorReply) and err.reason == "malformed"
@@ -134,7 +86,7 @@ def test_garbage_gets_an_error_reply_and_the_server_keeps_serving(sidecar):
 
 def test_unknown_version_and_kind_are_rejected_with_reasons(sidecar):
     ep, _ = sidecar
-    with raw_dealer(ep) as sock:
+    with dealer(ep) as sock:
         sock.send(msgpack.packb({"v": 99, "kind": "ping", "seq": 3}))
         err = reply(sock)
         assert err.reason == "unsupported_version" and err.seq == 3
@@ -161,10 +113,10 @@ def encode_metrics_without_hello() -> bytes:
 
 def test_an_oversized_message_is_dropped_by_the_transport(sidecar):
     ep, proc = sidecar
-    with raw_dealer(ep) as sock:
+    with dealer(ep) as sock:
         sock.send(b"\x00" * (MAX_MESSAGE_BYTES + 1024))
         assert reply(sock, timeout_s=0.5) is None  # dropped, connection reset: no reply
-    assert proc.poll() is None and _pings(ep)
+    assert proc.poll() is None and pings(ep)
 
 
 def test_decisions_are_logged_and_stats_reported(sidecar, tmp_path):
@@ -297,13 +249,13 @@ def test_agent_sidecars_start_restart_and_clean_up(tmp_path):
         endpoints, "every:4", {}, tmp_path / "logs", max_restarts=2, backoff_initial_s=0.05
     )
     with sidecars:
-        assert all(_pings(ep) for ep in endpoints)
+        assert all(pings(ep) for ep in endpoints)
         first = sidecars.pids()
         os.kill(first[1], signal.SIGKILL)  # a sidecar dies mid-run
         assert wait_until(
             lambda: sidecars.restarts == 1 and sidecars.pids()[1] not in (None, first[1])
         )
-        assert wait_until(lambda: _pings(endpoints[1]), 10.0)
+        assert wait_until(lambda: pings(endpoints[1]), 10.0)
         assert sidecars.pids()[0] == first[0]
         # The launcher's record: an outage from the kill until the successor answered.
         assert wait_until(lambda: sidecars.faults()[1]["outages"][0]["recovered"], 10.0)
@@ -316,6 +268,42 @@ def test_agent_sidecars_start_restart_and_clean_up(tmp_path):
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in first)
     assert not any(ipc_path(ep).exists() for ep in endpoints)
     assert "serving on" in (tmp_path / "logs" / "agent-1.log").read_text()  # appended twice
+
+
+def test_a_stopped_sidecar_is_an_unresponsive_outage_until_it_answers(tmp_path):
+    # Alive but silent (SIGSTOP: a hang, as the launcher sees it): not restarted, recorded.
+    endpoints = sidecar_endpoints(tmp_path / "run", 2)
+    watchdog = Watchdog(misses=3, interval_s=0.25, timeout_s=0.25)
+    with AgentSidecars(endpoints, "never", {}, tmp_path / "logs", watchdog=watchdog) as sidecars:
+        pids = sidecars.pids()
+        os.kill(pids[0], signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            assert wait_until(lambda: sidecars.faults()[0]["outages"], 10.0)
+            during = sidecars.faults()[0]["outages"][0]
+            assert during["exit"] == UNRESPONSIVE and during["duration_s"] is None
+            time.sleep(1.0)
+        finally:
+            os.kill(pids[0], signal.SIGCONT)
+        stopped_s = time.monotonic() - stopped_at
+        assert wait_until(lambda: sidecars.faults()[0]["outages"][0]["recovered"], 10.0)
+        f0, f1 = sidecars.faults()
+        outage = f0["outages"][0]
+        # From the first unanswered ping (within one interval of the stop) to the first answer.
+        assert stopped_s - 0.6 <= outage["duration_s"] <= stopped_s + 3.0, (outage, stopped_s)
+        assert len(f0["outages"]) == 1 and f0["restarts"] == 0 and not f0["gave_up"]
+        assert f0["down_s"] == outage["duration_s"]
+        assert f1["outages"] == []  # the other one answered throughout
+        assert sidecars.pids() == pids and pings(endpoints[0])  # the same process serves on
+        record = fault_record(sidecars.faults(), [], 1)
+        assert record["sidecar_outages"] == 1 and record["sidecar_restarts"] == 0
+        assert record["sidecars"][0]["outages"][0]["exit"] == UNRESPONSIVE
+
+
+def test_watchdog_settings_are_checked():
+    for bad in ({"misses": -1}, {"interval_s": 0}, {"timeout_s": -1.0}):
+        with pytest.raises(ValueError, match="watchdog"):
+            Watchdog(**bad)
 
 
 def test_agent_sidecars_report_a_sidecar_that_cannot_start(tmp_path):

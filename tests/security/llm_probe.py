@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import resource
 import socket
 import subprocess
 import sys
@@ -139,16 +138,6 @@ def serving(model: str, log_path, *args: str, timeout_s: float = 120) -> Iterato
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-
-
-def raise_fd_limit(wanted: int) -> int:
-    """This process's open-file limit, raised towards ``wanted`` where the hard limit allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import time
 
 import psutil
 
+from rudder.llm.connections import raise_fd_limit
 from tests.security import llm_probe as probe
 
 
@@ -65,7 +66,7 @@ def minus_one_body(url: str, mib: int) -> probe.Reply:
 
 
 def slowloris(url: str, n: int, pid: int) -> str:
-    probe.raise_fd_limit(n + 200)
+    raise_fd_limit(n + 200)
     server = psutil.Process(pid)
     with probe.slow_header_clients(url, n) as socks:
         opened = len(socks)

@@ -28,6 +28,7 @@ from rudder.protocol import (
     decode,
 )
 from rudder.rules import make_decider
+from tests.agent_support import metrics as make_metrics
 
 V = PROTOCOL_VERSION
 
@@ -141,10 +142,10 @@ def test_stats_fit_a_message_whatever_the_entries():
 
 
 def metrics(t: int, trainer: int = 0) -> Metrics:
-    base = dict.fromkeys(Metrics.__dataclass_fields__, 0)
-    base.update(trainer=trainer, minibatch=t, total_minibatches=10**6, window=8)
-    base.update(hit_pct=40.0 + t % 7, hit_pct_window=41.0, rows_fetched=50, rows_fetched_window=50)
-    return Metrics(**base)
+    return make_metrics(
+        t, trainer, total_minibatches=10**6, window=8, hit_pct=40.0 + t % 7,
+        hit_pct_window=41.0, rows_fetched=50, rows_fetched_window=50,
+    )  # fmt: skip
 
 
 @pytest.fixture(params=["memory", "sqlite"])

@@ -16,6 +16,7 @@ import time
 import psutil
 import pytest
 
+from rudder.llm.connections import raise_fd_limit
 from tests.security import llm_probe as probe
 
 pytestmark = pytest.mark.integration
@@ -109,7 +110,7 @@ def test_a_stalled_body_times_out(server):
 
 def test_1500_slow_header_connections_do_not_lock_out_a_client(server):
     url, proc = server
-    if probe.raise_fd_limit(1700) < 1700:
+    if raise_fd_limit(1700) < 1700:
         pytest.skip("this process may not open 1,500 sockets")
     before = rss_mb(proc)
     t0 = time.monotonic()

@@ -8,11 +8,11 @@ for a busy 2-core CI machine, and far below what the probe measured before the f
 
 import json
 import random
-import signal
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from functools import partial
 
 import msgpack
 import psutil
@@ -26,10 +26,8 @@ from rudder.protocol import (
     Bye,
     ErrorReply,
     Hello,
-    Metrics,
     MetricsReport,
     Ping,
-    Pong,
     StatsReply,
     StatsRequest,
     TrainerInfo,
@@ -37,71 +35,35 @@ from rudder.protocol import (
     encode,
 )
 from rudder.trainer_hooks.agent_client import ask
+from tests.agent_support import dealer, reply, start_serve, stop
+from tests.agent_support import metrics as make_metrics
 
 pytestmark = pytest.mark.integration
 
 DEEP = b"\x91" * 1000 + b"\xc0"  # [[[...[nil]...]]], 1,000 arrays deep: 1 KB
-
-
-def metrics(t: int, trainer: int) -> Metrics:
-    base = dict.fromkeys(Metrics.__dataclass_fields__, 0)
-    base.update(trainer=trainer, minibatch=t, total_minibatches=10**6, buffer_capacity=100)
-    base.update(hit_pct=40.0, hit_pct_window=40.0, window=8, since_replacement=-1)
-    return Metrics(**base)
-
-
-def wait_until(pred, timeout_s: float = 10.0, step_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step_s)
-    return True
-
-
-def pings(endpoint: str) -> bool:
-    try:
-        return isinstance(ask(endpoint, Ping(seq=1), timeout_s=0.5), Pong)
-    except TimeoutError:
-        return False
+metrics = partial(
+    make_metrics,
+    total_minibatches=10**6,
+    buffer_capacity=100,
+    hit_pct=40.0,
+    hit_pct_window=40.0,
+    window=8,
+    since_replacement=-1,
+)
 
 
 @contextmanager
 def sidecar(tmp_path, *extra: str, log: list[str] | None = None):
-    """A real sidecar; its output goes to ``log`` when it has stopped."""
+    """A real sidecar (the heuristic on a checkpoint); its output goes to ``log`` when stopped."""
     ep = f"ipc://{tmp_path}/agent.sock"
-    argv = [sys.executable, "-m", "rudder", "agent", "serve", "--bind", ep]
-    argv += ["--decider", "heuristic", "--checkpoint", str(tmp_path / "agent.sqlite"), *extra]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpt = str(tmp_path / "agent.sqlite")
+    proc = start_serve(ep, "--checkpoint", ckpt, *extra, decider="heuristic")
     try:
-        assert wait_until(lambda: proc.poll() is not None or pings(ep), 30.0, 0.05)
-        assert proc.poll() is None, proc.communicate()[0]
         yield ep, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=20)[0]
+        out = stop(proc)
         if log is not None:
             log.append(out)
-
-
-@contextmanager
-def dealer(endpoint: str):
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        yield sock
-    finally:
-        sock.close(0)
-        ctx.term()
-
-
-def reply(sock, timeout_s: float = 2.0):
-    if not sock.poll(int(timeout_s * 1000)):
-        return None
-    return decode(sock.recv())
 
 
 def raw_map(**fields: bytes) -> bytes:

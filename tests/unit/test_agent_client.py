@@ -1,15 +1,22 @@
 """The trainer-side client against a real AgentServer (in a thread) over ipc sockets."""
 
 import contextlib
+import logging
+import re
 import threading
 import time
+from functools import partial
+from types import SimpleNamespace
 
 import pytest
 
 from rudder.controller.server import AgentServer, ServerConfig
 from rudder.decisions import Decision
-from rudder.protocol import Metrics, StatsReply, StatsRequest, TrainerInfo
+from rudder.protocol import StatsReply, StatsRequest, TrainerInfo
+from rudder.trainer_hooks import agent_client
 from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
+from tests.agent_support import metrics as make_metrics
+from tests.agent_support import wait_until
 from tests.fakes import FailingAgent, InstantAgent, SlowAgent
 
 FAST = dict(  # test-sized timeouts
@@ -21,23 +28,13 @@ FAST = dict(  # test-sized timeouts
 )
 
 
-def metrics(t: int, trainer: int = 0) -> Metrics:
-    return Metrics(
-        trainer=trainer, minibatch=t, epoch=0, total_minibatches=1000, remote_inputs=100,
-        local_inputs=300, hits=50, misses=50, extra_rows=0, rows_fetched=50, bytes_fetched=200,
-        hit_pct=50.0, hit_pct_window=50.0, hit_pct_cumulative=40.0, rows_fetched_window=50.0,
-        replaced=0, last_replaced=0, last_replaced_pct=0.0, since_replacement=-1, replacements=0,
-        buffer_capacity=100, buffer_fill=100, stale_slots=20,
-    )  # fmt: skip
-
-
-def wait_until(pred, timeout_s: float = 5.0, step_s: float = 0.005) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step_s)
-    return True
+metrics = partial(
+    make_metrics,
+    total_minibatches=1000, remote_inputs=100, local_inputs=300, hits=50, misses=50,
+    rows_fetched=50, bytes_fetched=200, hit_pct=50.0, hit_pct_window=50.0,
+    hit_pct_cumulative=40.0, rows_fetched_window=50.0, since_replacement=-1,
+    buffer_capacity=100, buffer_fill=100, stale_slots=20,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -413,3 +410,38 @@ def test_silent_trainers_expire_and_come_back_with_hello(endpoint):
         n = len(c.applied)
         assert wait_until(lambda: (run_async(c, 1, 0.01), len(c.applied) > n + 2)[1], 5.0)
         assert len(agent.hellos) >= 2 and _trainers(endpoint)
+
+
+def test_hello_looks_for_a_missing_agent_ever_more_rarely(tmp_path, monkeypatch):
+    # The start-up wait for the connection: 1 ms, doubling to 50 ms, until hello_timeout_s.
+    sleeps = []
+
+    def sleep(s):
+        sleeps.append(s)
+        time.sleep(s)
+
+    fake_time = SimpleNamespace(monotonic=time.monotonic, sleep=sleep)
+    monkeypatch.setattr(agent_client, "time", fake_time)
+    ep = f"ipc://{tmp_path}/nobody.sock"
+    c = AgentClient(ClientConfig(endpoint=ep, trainer=0, **{**FAST, "hello_timeout_s": 0.3}))
+    try:
+        assert not c.hello(TrainerInfo())
+    finally:
+        c.close()
+    assert sleeps[:7] == pytest.approx([0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.05])
+    assert all(s <= 0.05 for s in sleeps) and 0.25 <= sum(sleeps) <= 0.31
+    assert len(sleeps) < 15  # a fixed 5 ms poll took 60 wake-ups for the same wait
+
+
+def test_reconnects_back_off_exponentially_up_to_the_cap(tmp_path, caplog):
+    ep = f"ipc://{tmp_path}/nobody.sock"
+    config = {**FAST, "ping_timeout_s": 0.02, "backoff_initial_s": 0.01, "backoff_max_s": 0.03}
+    c = AgentClient(ClientConfig(endpoint=ep, trainer=0, max_reconnects=4, **config))
+    caplog.set_level(logging.WARNING, logger=agent_client.__name__)
+    try:
+        c.hello(TrainerInfo())
+        assert wait_until(lambda: (c.decision_for(0), c.offline)[1], 5.0, 0.002)
+    finally:
+        c.close()
+    delays = [float(m) for m in re.findall(r"reconnecting in ([0-9.]+) s", caplog.text)]
+    assert delays == [0.01, 0.02, 0.03, 0.03]  # then the budget (4) is spent: offline

@@ -47,6 +47,8 @@ from rudder.llm.requests import HTTPError, body_field, chat_messages, parse_body
 log = logging.getLogger(__name__)
 
 OLLAMA_API_VERSION = "0.12.0"  # the Ollama release whose API this follows
+LISTEN_BACKLOG = 128  # pending connections the kernel queues (asyncio accepts them in a batch)
+FD_RESERVE = LISTEN_BACKLOG + 128  # descriptors kept free of connections (see _serve)
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a full 131,072-token prompt is ~0.5 MB of JSON
 
 
@@ -370,12 +372,17 @@ class OllamaAPI:
 
 
 async def _serve(api: OllamaAPI, config: ServeConfig, ready: threading.Event | None) -> None:
-    # Each connection is one descriptor; llama.cpp and the model files need some too.
-    fds = raise_fd_limit(config.limits.max_connections + 256)
+    # Each connection is one descriptor; llama.cpp, the model files and the loop need some
+    # too. asyncio accepts up to LISTEN_BACKLOG connections in one go before the guard sees
+    # any of them, so the cap leaves room for a whole batch: at the cap the guard closes the
+    # oldest idle connection, never the listener running out of descriptors (EMFILE makes
+    # asyncio stop accepting for a second: measured, /api/version 2.35 s under a flood).
+    fds = raise_fd_limit(config.limits.max_connections + FD_RESERVE)
     limits = config.limits
-    if fds - 128 < limits.max_connections:
-        log.warning("open-file limit %d: at most %d connections", fds, max(1, fds - 128))
-        limits = dataclasses.replace(limits, max_connections=max(1, fds - 128))
+    if fds - FD_RESERVE < limits.max_connections:
+        cap = max(1, fds - FD_RESERVE)
+        log.warning("open-file limit %d: at most %d connections", fds, cap)
+        limits = dataclasses.replace(limits, max_connections=cap)
     runner = web.AppRunner(
         api.app(),
         access_log=None,
@@ -392,7 +399,7 @@ async def _serve(api: OllamaAPI, config: ServeConfig, ready: threading.Event | N
     loop = asyncio.get_running_loop()
     try:
         server = await loop.create_server(
-            guard.protocol, config.host, config.port, reuse_address=True, backlog=1024
+            guard.protocol, config.host, config.port, reuse_address=True, backlog=LISTEN_BACKLOG
         )
     except OSError as e:
         await runner.cleanup()

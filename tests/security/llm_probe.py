@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import resource
 import socket
 import subprocess
 import sys
@@ -114,14 +115,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(model: str, log_path, *args: str, timeout_s: float = 120) -> Iterator[tuple]:
-    """``rudder llm serve --model MODEL ARGS`` on a free port: yields (url, process)."""
+def serving(
+    model: str, log_path, *args: str, timeout_s: float = 120, fd_limit: int | None = None
+) -> Iterator[tuple]:
+    """``rudder llm serve --model MODEL ARGS`` on a free port: yields (url, process).
+
+    ``fd_limit``: the server's open-file limit, soft and hard (as ``ulimit -n`` sets it).
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+
+    def limit_fds() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
     with open(log_path, "w") as log:
         cmd = [sys.executable, "-m", "rudder", "llm", "serve", "--model", model]
         proc = subprocess.Popen(
-            [*cmd, "--port", str(port), *args], stdout=log, stderr=subprocess.STDOUT
+            [*cmd, "--port", str(port), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit_fds if fd_limit else None,
         )
         try:
             deadline = time.monotonic() + timeout_s

@@ -7,7 +7,8 @@ metrics the moment its decision arrives: what async trainers do when minibatches
 than decisions (64 trainers at 1 kHz in the hardening probe). Measured:
 
 (a) decisions/s over all trainers, and the round trip metrics -> decision (p50, p99), for
-    1, 8 and 64 trainers; the sidecar's own time per decision is 1 / (decisions/s) at 64.
+    1, 8 and 64 trainers, and the sidecar's own CPU time per decision (all its threads): what
+    one core sustains, whatever this driver (sharing the machine) takes.
 (b) a trainer's round trip while --flood new trainer ids say hello (fairness), and how many
     of its answers never came (2 s without one).
 (c) the sidecar's RSS and checkpoint file after --decisions decisions (bounded memory).
@@ -108,7 +109,13 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else float("nan")
 
 
-def load(endpoint: str, n: int, seconds: float, first_id: int) -> dict:
+def cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def load(endpoint: str, pid: int, n: int, seconds: float, first_id: int) -> dict:
+    proc = psutil.Process(pid)
     ctx = zmq.Context()
     tr = Trainers(ctx, endpoint, list(range(first_id, first_id + n)))
     try:
@@ -117,16 +124,21 @@ def load(endpoint: str, n: int, seconds: float, first_id: int) -> dict:
             tr.step(record=False)
         tr.trips.clear()
         tr.inside.clear()
-        done0, t0 = tr.decisions, time.perf_counter()
+        done0, t0, cpu0 = tr.decisions, time.perf_counter(), cpu_s(proc)
         while time.perf_counter() - t0 < seconds:
             tr.step()
         rate = (tr.decisions - done0) / (time.perf_counter() - t0)
+        cpu_per_decision = (cpu_s(proc) - cpu0) / max(tr.decisions - done0, 1)
     finally:
         tr.close()
         ctx.term()
     return {
         "case": f"{n} trainers",
         "decisions_per_s": rate,
+        # The sidecar's own CPU (all its threads) per decision: what one core sustains,
+        # whatever this driver, sharing the machine, takes.
+        "sidecar_cpu_ms_per_decision": cpu_per_decision * 1e3,
+        "decisions_per_sidecar_cpu_s": 1 / cpu_per_decision if cpu_per_decision else float("nan"),
         "trip_p50_ms": pct(tr.trips, 50) * 1e3,
         "trip_p99_ms": pct(tr.trips, 99) * 1e3,
         "inside_p99_ms": pct(tr.inside, 99) * 1e3,
@@ -238,7 +250,7 @@ def main() -> None:
         with running_sidecar(endpoint, args.decider, ckpt, "bench") as proc:
             base = 0
             for n in (int(x) for x in args.trainers.split(",")):
-                results.append(load(endpoint, n, args.seconds, base))
+                results.append(load(endpoint, proc.pid, n, args.seconds, base))
                 print(results[-1], flush=True)
                 base += n
             if args.flood:

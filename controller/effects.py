@@ -22,7 +22,6 @@ that does not beat them has learnt nothing.
 from __future__ import annotations
 
 import math
-import statistics
 
 from rudder.decisions import implied_effects
 
@@ -43,8 +42,11 @@ def _spread(values: list[float], window: int) -> float:
     """Minibatch-to-minibatch standard deviation from deviations around the window mean."""
     if len(values) < 3:
         return 0.0
+    # Plain floats: statistics.pstdev's exact arithmetic was 7% of a rule decision's cost.
+    mean = math.fsum(values) / len(values)
+    pstdev = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
     # A value's deviation from a mean that includes it shrinks by sqrt(1 - 1/W).
-    return statistics.pstdev(values) / math.sqrt(max(1.0 - 1.0 / window, 1.0 / window))
+    return pstdev / math.sqrt(max(1.0 - 1.0 / window, 1.0 / window))
 
 
 def noise_bands(recent: list[dict], window: int) -> tuple[float, float]:

@@ -180,6 +180,10 @@ def fault_record(
         "sidecar_restarts": sum(s["restarts"] for s in sidecar_rows),
         "sidecar_outages": sum(len(s["outages"]) for s in sidecar_rows),
         "dropped_requests": sum(c.get("unsent", 0) for c in clients.values()),
+        # Not a fault: async mode drops requests made while the agent thinks (the paper's design).
+        "stale_requests_dropped": sum(
+            c.get("dropped", 0) - c.get("unsent", 0) for c in clients.values()
+        ),
         "fallback_minibatches": sum(c.get("fallback_minibatches", 0) for c in clients.values()),
         "sidecars": sidecar_rows,
         "trainers": per_trainer,

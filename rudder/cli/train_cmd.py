@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fanouts", type=int_list, default=(10, 25), help="per layer, input layer first"
     )
     p.add_argument("--hidden", type=positive_int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=positive_float, default=3e-3, help="learning rate (Adam)")
     p.add_argument(
         "--policy",
         default="rudder",

@@ -31,3 +31,11 @@ def test_positive_float_error_reaches_the_user_through_argparse(capsys):
 def test_positive_int_still_refuses_zero():
     with pytest.raises(argparse.ArgumentTypeError):
         positive_int("0")
+
+
+def test_train_refuses_a_learning_rate_that_is_not_positive(capsys):
+    from rudder.cli.main import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--partitions", "p", "--lr", "-0.01"])
+    assert "--lr: expected a positive number, got '-0.01'" in capsys.readouterr().err

@@ -23,6 +23,7 @@ def test_faults_join_sidecars_and_their_machines_trainers():
     f = fault_record(sidecars, trainers, trainers_per_machine=2)
     assert f["sidecar_restarts"] == 1 and f["sidecar_outages"] == 1
     assert f["dropped_requests"] == 9  # unsent only: the async stale-request drop is by design
+    assert f["stale_requests_dropped"] == (40 - 7) + (35 - 2) + 31
     assert f["fallback_minibatches"] == 55
     assert [s["fallback_minibatches"] for s in f["sidecars"]] == [55, 0]
     assert f["sidecars"][0]["outages"][0]["exit"] == "SIGKILL"
@@ -35,6 +36,7 @@ def test_no_sidecars_no_faults():
         "sidecar_restarts": 0,
         "sidecar_outages": 0,
         "dropped_requests": 0,
+        "stale_requests_dropped": 0,
         "fallback_minibatches": 0,
         "sidecars": [],
         "trainers": {},

@@ -237,3 +237,27 @@ def test_a_host_killed_mid_run_is_reported_and_the_run_stops(hosts, parts, tmp_p
     assert stopped_in < 60
     assert json.loads((out / "summary.json").read_text())["ok"] is False
     assert _left_on_hosts(hosts) == {} and run_processes(out) == []
+
+
+def test_ctrl_c_stops_every_host_and_leaves_nothing(hosts, parts, tmp_path):
+    out = tmp_path / "run"
+    argv = _train(hosts, parts, out, "--decider", "heuristic", "--epochs", "500")
+    argv += ["--batch-size", "100"]
+    # Ctrl-C as at a terminal: a test run started in the background inherits SIGINT ignored.
+    p = hosts.launch(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        wait_for_text(p, out / "logs" / "m1-trainer0.log", "epoch 2/", 120)
+        assert _left_on_hosts(hosts).keys() == {0, 1}  # trainers, servers and sidecars run
+        p.send_signal(signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, stdout + stderr
+    assert "rudder: interrupted" in stderr
+    assert _left_on_hosts(hosts) == {} and run_processes(out) == []

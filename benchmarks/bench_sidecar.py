@@ -135,8 +135,6 @@ def load(endpoint: str, pid: int, n: int, seconds: float, first_id: int) -> dict
     return {
         "case": f"{n} trainers",
         "decisions_per_s": rate,
-        # The sidecar's own CPU (all its threads) per decision: what one core sustains,
-        # whatever this driver, sharing the machine, takes.
         "sidecar_cpu_ms_per_decision": cpu_per_decision * 1e3,
         "decisions_per_sidecar_cpu_s": 1 / cpu_per_decision if cpu_per_decision else float("nan"),
         "trip_p50_ms": pct(tr.trips, 50) * 1e3,

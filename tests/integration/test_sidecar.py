@@ -38,6 +38,7 @@ from rudder.trainer_hooks.agent_client import AgentClient, ClientConfig, ask
 from tests.agent_support import dealer, pings, reply, start_serve, stop, wait_until
 from tests.agent_support import metrics as make_metrics
 from tests.fakes import RuleAgent
+from tests.integration.training_support import sigint_as_at_a_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -372,9 +373,7 @@ def test_stats_watch_refreshes_until_interrupted_then_exits_0(sidecar):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # Ctrl-C as at a terminal: a test run started in the background inherits SIGINT
-        # ignored, and Python then never raises KeyboardInterrupt.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_as_at_a_terminal,
     )
     try:
         refreshes = 0  # frames that show the live agent (a busy host may time one out)

@@ -9,6 +9,7 @@ iproute2 and Debian's openssh-server (``.ci/run`` installs it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from tests.integration.training_support import (
     netns_names,
     rudder,
     run_processes,
+    sigint_as_at_a_terminal,
     wait_for_text,
 )
 
@@ -217,21 +220,28 @@ def test_a_missing_model_on_a_host_is_an_error_naming_it(hosts, parts, tmp_path)
     assert not (out / "logs" / "m0-trainer0.log").exists()  # checked before anything started
 
 
-def test_a_host_killed_mid_run_is_reported_and_the_run_stops(hosts, parts, tmp_path):
-    out = tmp_path / "run"
+@contextlib.contextmanager
+def _long_run(hosts: Hosts, parts: Path, out: Path, **popen) -> Iterator[subprocess.Popen]:
+    """A heuristic run far from its end, once host 1's trainer is in its second epoch."""
     argv = _train(hosts, parts, out, "--decider", "heuristic", "--epochs", "500")
     argv += ["--batch-size", "100"]
-    p = hosts.launch(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = hosts.launch(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
     try:
         wait_for_text(p, out / "logs" / "m1-trainer0.log", "epoch 2/", 120)
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_a_host_killed_mid_run_is_reported_and_the_run_stops(hosts, parts, tmp_path):
+    out = tmp_path / "run"
+    with _long_run(hosts, parts, out) as p:
         for pid in hosts.run_processes_on(1):  # the host's every process of the run, at once
             os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()
         stdout, stderr = p.communicate(timeout=120)
         stopped_in = time.monotonic() - t0
-    finally:
-        if p.poll() is None:
-            p.kill()
     assert p.returncode == 1, stdout + stderr
     assert "m1-" in stdout and "training failed" in stdout
     assert stopped_in < 60
@@ -241,23 +251,10 @@ def test_a_host_killed_mid_run_is_reported_and_the_run_stops(hosts, parts, tmp_p
 
 def test_ctrl_c_stops_every_host_and_leaves_nothing(hosts, parts, tmp_path):
     out = tmp_path / "run"
-    argv = _train(hosts, parts, out, "--decider", "heuristic", "--epochs", "500")
-    argv += ["--batch-size", "100"]
-    # Ctrl-C as at a terminal: a test run started in the background inherits SIGINT ignored.
-    p = hosts.launch(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        wait_for_text(p, out / "logs" / "m1-trainer0.log", "epoch 2/", 120)
+    with _long_run(hosts, parts, out, preexec_fn=sigint_as_at_a_terminal) as p:
         assert _left_on_hosts(hosts).keys() == {0, 1}  # trainers, servers and sidecars run
         p.send_signal(signal.SIGINT)
         stdout, stderr = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
     assert p.returncode == 130, stdout + stderr
     assert "rudder: interrupted" in stderr
     assert _left_on_hosts(hosts) == {} and run_processes(out) == []

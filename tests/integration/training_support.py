@@ -1,6 +1,7 @@
 """Helpers for the tests that run real DistDGL training (imported by those test modules)."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,12 @@ def run_processes(run_dir: Path) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def sigint_as_at_a_terminal() -> None:
+    """``preexec_fn`` for a child that must take Ctrl-C: a test run started in the background
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_text(proc: subprocess.Popen, log: Path, text: str, timeout_s: float) -> None:
